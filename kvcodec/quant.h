@@ -1,0 +1,73 @@
+// Quantization, delta coding and low rank for one section: one layer's keys or values after
+// selection. Internal to kvcodec; the frame layer (frame.cc) decides the byte layout.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kvcodec/kvcodec.h"
+
+namespace kvcodec {
+
+// A section's values as float32: heads one after another, each [rows_per_head[h], head_dim]
+// row-major (rows are the kept tokens in order).
+struct SectionShape {
+  int head_dim = 0;
+  std::vector<int> rows_per_head;
+  size_t num_rows() const;
+  size_t num_elements() const { return num_rows() * static_cast<size_t>(head_dim); }
+};
+
+// Integer quantization result. Asymmetric: x ~= offset + code * scale, code in [0, 2^bits).
+// Without delta coding every row is a "main" row. With delta coding the reference rows (the
+// first row of each head for kSequential; the first row of each group for kGroupedSequential
+// and kAnchor) are "ref" rows coded at 8 bits per token with one (scale, offset) pair per row;
+// the other rows hold residuals coded by the section's QuantSpec.
+struct QuantizedSection {
+  // One code per element of the main rows, in row order (head by head), values < 2^bits.
+  std::vector<uint8_t> main_codes;
+  // (scale, offset) pairs as IEEE half bit patterns. Per-token: per main row, head_dim/group
+  // pairs in channel order. Per-channel: per head, per token group (of main rows), head_dim
+  // pairs in channel order.
+  std::vector<uint16_t> main_params;
+  std::vector<uint8_t> ref_codes;     // head_dim codes per ref row, in row order
+  std::vector<uint16_t> ref_params;   // one (scale, offset) pair per ref row
+};
+
+// Rows of head h that are references under `delta` (ascending, head-local indices).
+bool IsReferenceRow(const DeltaConfig& delta, int row_in_head);
+
+// Validates spec against shape (group size divides, bits supported, ...).
+absl::Status CheckQuantSpec(const QuantSpec& spec, const SectionShape& shape);
+
+// Expected sizes, so the decoder can check a frame before allocating.
+size_t NumMainRows(const DeltaConfig& delta, const SectionShape& shape);
+size_t NumMainParams(const QuantSpec& spec, const DeltaConfig& delta, const SectionShape& shape);
+
+// values.size() == shape.num_elements(). spec must be an integer coding.
+absl::StatusOr<QuantizedSection> Quantize(const QuantSpec& spec, const DeltaConfig& delta,
+                                          const SectionShape& shape, std::span<const float> values);
+// Inverse of Quantize. Sizes of q are checked against shape; out gets num_elements() floats.
+absl::Status Dequantize(const QuantSpec& spec, const DeltaConfig& delta, const SectionShape& shape,
+                        const QuantizedSection& q, std::span<float> out);
+
+// Low rank: per head, X [rows, d] ~= A [rows, k] * B^T where B [d, k] holds the top-k right
+// singular vectors. Factors are IEEE half bit patterns, per head A then B. k = min(rank, rows, d).
+struct LowRankSection {
+  std::vector<uint16_t> factors;
+};
+int EffectiveRank(int rank, int rows, int head_dim);
+size_t NumLowRankFactors(int rank, const SectionShape& shape);
+absl::StatusOr<LowRankSection> LowRankEncode(int rank, const SectionShape& shape,
+                                             std::span<const float> values);
+absl::Status LowRankDecode(int rank, const SectionShape& shape, const LowRankSection& lr,
+                           std::span<float> out);
+
+// Packs n codes of `bits` (1..8) each, LSB first, into ceil(n*bits/8) bytes.
+std::vector<uint8_t> PackBits(std::span<const uint8_t> codes, int bits);
+// Unpacks n codes; fails if packed is not exactly ceil(n*bits/8) bytes.
+absl::Status UnpackBits(std::span<const uint8_t> packed, int bits, size_t n, std::span<uint8_t> out);
+
+}  // namespace kvcodec
