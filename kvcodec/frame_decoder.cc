@@ -1,2 +1,355 @@
-// placeholder: filled in by its owner
-namespace kvcodec {}
+// Frame decoder: docs/FORMAT.md is the contract this file implements. Every record is hashed and
+// every size bounded before it is used or allocated.
+#include <xxhash.h>
+
+#include <bit>
+
+#include "absl/strings/str_cat.h"
+#include "kvcodec/frame_common.h"
+#include "kvcodec/kvcodec.h"
+#include "kvcodec/section.h"
+#include "kvcodec/wire.h"
+
+namespace kvcodec {
+
+static_assert(std::endian::native == std::endian::little,
+              "kvcodec reads 16-bit streams in place and needs a little-endian host");
+
+struct FrameDecoder::Impl {
+  enum class State { kHeader, kChunks, kDone, kFailed };
+  DecodeLimits limits;
+  std::string expected_fingerprint;
+  State state = State::kHeader;
+  absl::Status error;
+  std::vector<uint8_t> pending;  // bytes received but not yet parsed
+  uint64_t consumed = 0;
+  FrameInfo info;
+  BitPlan plan;
+  uint64_t header_hash = 0;
+  std::vector<uint64_t> chunk_hashes;
+  std::vector<DecodedLayer> ready;
+
+  absl::Status Fail(absl::Status s) {
+    state = State::kFailed;
+    error = s;
+    pending.clear();
+    return s;
+  }
+  // Each returns OK with *used == 0 when more bytes are needed.
+  absl::Status ParseHeader(std::span<const uint8_t> in, size_t* used);
+  absl::Status ParseChunk(std::span<const uint8_t> in, size_t* used);
+  absl::Status ParseTrailer(std::span<const uint8_t> in, size_t* used);
+  absl::Status DecodeChunkBody(int seq, std::span<const uint8_t> body);
+};
+
+namespace {
+
+bool MagicIs(std::span<const uint8_t> in, const uint8_t (&magic)[4]) {
+  return in.size() >= 4 && in[0] == magic[0] && in[1] == magic[1] && in[2] == magic[2] &&
+         in[3] == magic[3];
+}
+
+uint32_t LoadU32(const uint8_t* p) {
+  return p[0] | (uint32_t{p[1]} << 8) | (uint32_t{p[2]} << 16) | (uint32_t{p[3]} << 24);
+}
+
+absl::Status ReadList(ByteReader& r, int num_tokens, std::vector<int32_t>* list) {
+  uint32_t count = 0;
+  KVC_RETURN_IF_ERROR(r.Varint(&count, "selection"));
+  if (count > static_cast<uint32_t>(num_tokens)) {
+    return absl::DataLossError(absl::StrCat("selection keeps ", count, " of ", num_tokens, " tokens"));
+  }
+  list->resize(count);
+  int64_t prev = -1;
+  for (uint32_t i = 0; i < count; ++i) {
+    uint32_t gap = 0;
+    KVC_RETURN_IF_ERROR(r.Varint(&gap, "selection"));
+    const int64_t t = prev + 1 + gap;
+    if (t >= num_tokens) return absl::DataLossError("selection index beyond the token count");
+    (*list)[i] = static_cast<int32_t>(t);
+    prev = t;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status FrameDecoder::Impl::ParseHeader(std::span<const uint8_t> in, size_t* used) {
+  *used = 0;
+  if (in.size() < 4) {
+    // Reject a wrong magic as soon as its bytes arrive, not only once 10 are buffered.
+    for (size_t i = 0; i < in.size(); ++i) {
+      if (in[i] != kHeaderMagic[i]) return absl::DataLossError("not a kvwire frame (bad magic)");
+    }
+    return absl::OkStatus();
+  }
+  if (!MagicIs(in, kHeaderMagic)) return absl::DataLossError("not a kvwire frame (bad magic)");
+  if (in.size() < kHeaderPrefix) return absl::OkStatus();
+  if (in[4] != kFrameVersion) {
+    return absl::DataLossError(absl::StrCat("unsupported frame version ", in[4], " (this decoder reads ",
+                                            kFrameVersion, ")"));
+  }
+  if (in[5] != 0) return absl::DataLossError("unknown frame flags");
+  const uint32_t body_len = LoadU32(in.data() + 6);
+  if (body_len > kMaxHeaderBody) return absl::DataLossError("frame header too large");
+  const size_t total = kHeaderPrefix + body_len + 8;
+  if (in.size() < total) return absl::OkStatus();
+  const uint64_t hash = XXH3_64bits(in.data(), kHeaderPrefix + body_len);
+  ByteReader tail(in.subspan(kHeaderPrefix + body_len, 8));
+  uint64_t stored = 0;
+  KVC_RETURN_IF_ERROR(tail.U64(&stored, "header hash"));
+  if (hash != stored) return absl::DataLossError("frame header checksum mismatch");
+
+  ByteReader r(in.subspan(kHeaderPrefix, body_len));
+  uint8_t dtype = 0, fp_len = 0, pos_mode = 0;
+  uint32_t layers = 0, heads = 0, dim = 0, tokens = 0, lpc = 0, config_len = 0;
+  KVC_RETURN_IF_ERROR(r.U8(&dtype, "header"));
+  KVC_RETURN_IF_ERROR(r.Varint(&layers, "header"));
+  KVC_RETURN_IF_ERROR(r.Varint(&heads, "header"));
+  KVC_RETURN_IF_ERROR(r.Varint(&dim, "header"));
+  KVC_RETURN_IF_ERROR(r.Varint(&tokens, "header"));
+  KVC_RETURN_IF_ERROR(r.Varint(&lpc, "header"));
+  if (dtype > static_cast<uint8_t>(DType::kBFloat16)) return absl::DataLossError("unknown dtype in header");
+  if (layers < 1 || heads < 1 || dim < 1 || lpc < 1) return absl::DataLossError("zero dimension in header");
+  if (layers > static_cast<uint32_t>(limits.max_layers) || heads > static_cast<uint32_t>(limits.max_kv_heads) ||
+      dim > static_cast<uint32_t>(limits.max_head_dim) || tokens > static_cast<uint32_t>(limits.max_tokens)) {
+    return absl::ResourceExhaustedError(absl::StrCat("frame dimensions beyond limits: layers=", layers,
+                                                     " kv_heads=", heads, " head_dim=", dim,
+                                                     " tokens=", tokens));
+  }
+  CacheShape shape{static_cast<int>(layers), static_cast<int>(heads), static_cast<int>(dim),
+                   static_cast<int>(tokens), static_cast<DType>(dtype)};
+  if (shape.num_elements() * DTypeSize(shape.dtype) > limits.max_decoded_bytes) {
+    return absl::ResourceExhaustedError("decoded cache would exceed max_decoded_bytes");
+  }
+  KVC_RETURN_IF_ERROR(r.U8(&fp_len, "header"));
+  if (fp_len > kMaxFingerprintBytes) return absl::DataLossError("fingerprint too long");
+  std::span<const uint8_t> fp, config_bytes;
+  KVC_RETURN_IF_ERROR(r.Bytes(fp_len, &fp, "fingerprint"));
+  KVC_RETURN_IF_ERROR(r.Varint(&config_len, "header"));
+  if (config_len > kMaxConfigText) return absl::DataLossError("config text too long");
+  KVC_RETURN_IF_ERROR(r.Bytes(config_len, &config_bytes, "config"));
+  info.model_fingerprint.assign(fp.begin(), fp.end());
+  info.config_text.assign(config_bytes.begin(), config_bytes.end());
+  auto config = CodecConfig::Parse(info.config_text);
+  if (!config.ok()) return absl::DataLossError(absl::StrCat("bad config in header: ", config.status().message()));
+  if (config->layers_per_chunk != static_cast<int>(lpc)) {
+    return absl::DataLossError("header's layers_per_chunk disagrees with its config");
+  }
+  auto plan = BitPlan::Parse(config->bit_plan);
+  if (!plan.ok()) return absl::DataLossError("bad bit plan in header");
+  for (int l = 0; l < shape.num_layers; ++l) {
+    for (bool v : {false, true}) {
+      absl::Status s = CheckSectionSpec(plan->Resolve(l, v), config->delta, shape);
+      if (!s.ok()) return absl::DataLossError(absl::StrCat("header plan unusable: ", s.message()));
+    }
+  }
+  KVC_RETURN_IF_ERROR(r.U8(&pos_mode, "header"));
+  info.positions.resize(tokens);
+  if (pos_mode == 0) {
+    uint32_t start = 0;
+    KVC_RETURN_IF_ERROR(r.Varint(&start, "positions"));
+    if (static_cast<uint64_t>(start) + tokens > (1ull << 31)) return absl::DataLossError("positions overflow");
+    for (uint32_t i = 0; i < tokens; ++i) info.positions[i] = static_cast<int32_t>(start + i);
+  } else if (pos_mode == 1) {
+    int64_t prev = 0;
+    for (uint32_t i = 0; i < tokens; ++i) {
+      uint32_t z = 0;
+      KVC_RETURN_IF_ERROR(r.Varint(&z, "positions"));
+      const int64_t d = static_cast<int64_t>(z >> 1) ^ -static_cast<int64_t>(z & 1);
+      prev += d;
+      if (prev < INT32_MIN || prev > INT32_MAX) return absl::DataLossError("positions overflow");
+      info.positions[i] = static_cast<int32_t>(prev);
+    }
+  } else {
+    return absl::DataLossError("unknown positions mode");
+  }
+  if (r.remaining() != 0) return absl::DataLossError("unexpected bytes at the end of the header");
+  if (!expected_fingerprint.empty() && expected_fingerprint != info.model_fingerprint) {
+    return absl::FailedPreconditionError(
+        "model fingerprint mismatch: the cache was made by a different model");
+  }
+  info.version = kFrameVersion;
+  info.shape = shape;
+  info.config = *std::move(config);
+  info.layers_per_chunk = static_cast<int>(lpc);
+  info.num_chunks = static_cast<int>((layers + lpc - 1) / lpc);
+  this->plan = *std::move(plan);
+  header_hash = hash;
+  *used = total;
+  return absl::OkStatus();
+}
+
+absl::Status FrameDecoder::Impl::ParseChunk(std::span<const uint8_t> in, size_t* used) {
+  *used = 0;
+  if (in.size() < 4) return absl::OkStatus();
+  if (MagicIs(in, kTrailerMagic)) return ParseTrailer(in, used);
+  if (!MagicIs(in, kChunkMagic)) return absl::DataLossError("bad chunk magic");
+  if (in.size() < kChunkPrefix) return absl::OkStatus();
+  const uint32_t seq = LoadU32(in.data() + 4);
+  const uint32_t body_len = LoadU32(in.data() + 8);
+  const int expected = static_cast<int>(chunk_hashes.size());
+  if (seq >= static_cast<uint32_t>(info.num_chunks)) {
+    return absl::DataLossError(absl::StrCat("chunk ", seq, " beyond the frame's ", info.num_chunks, " chunks"));
+  }
+  if (static_cast<int>(seq) < expected) return absl::DataLossError(absl::StrCat("duplicate chunk ", seq));
+  if (static_cast<int>(seq) > expected) {
+    return absl::DataLossError(absl::StrCat("chunk ", seq, " arrived before chunk ", expected,
+                                            " (missing or reordered)"));
+  }
+  const int first = static_cast<int>(seq) * info.layers_per_chunk;
+  const int count = std::min(info.layers_per_chunk, info.shape.num_layers - first);
+  if (body_len > limits.max_chunk_bytes || body_len > ChunkBodyBound(info.shape, count)) {
+    return absl::ResourceExhaustedError(absl::StrCat("chunk ", seq, " declares ", body_len,
+                                                     " bytes, beyond the limit for its layers"));
+  }
+  const size_t total = kChunkPrefix + body_len + 8;
+  if (in.size() < total) return absl::OkStatus();
+  const uint64_t hash = XXH3_64bits_withSeed(in.data(), kChunkPrefix + body_len, header_hash);
+  ByteReader tail(in.subspan(kChunkPrefix + body_len, 8));
+  uint64_t stored = 0;
+  KVC_RETURN_IF_ERROR(tail.U64(&stored, "chunk hash"));
+  if (hash != stored) return absl::DataLossError(absl::StrCat("chunk ", seq, " checksum mismatch"));
+  KVC_RETURN_IF_ERROR(DecodeChunkBody(static_cast<int>(seq), in.subspan(kChunkPrefix, body_len)));
+  chunk_hashes.push_back(hash);
+  *used = total;
+  return absl::OkStatus();
+}
+
+absl::Status FrameDecoder::Impl::DecodeChunkBody(int seq, std::span<const uint8_t> body) {
+  const CacheShape& shape = info.shape;
+  const int first = seq * info.layers_per_chunk;
+  const int count = std::min(info.layers_per_chunk, shape.num_layers - first);
+  ByteReader r(body);
+  std::vector<DecodedLayer> layers(count);
+  for (int i = 0; i < count; ++i) {
+    DecodedLayer& out = layers[i];
+    out.layer = first + i;
+    uint8_t mode = 0;
+    KVC_RETURN_IF_ERROR(r.U8(&mode, "selection"));
+    out.kept.resize(shape.num_kv_heads);
+    if (mode == 0) {
+      for (auto& l : out.kept) {
+        l.resize(shape.num_tokens);
+        for (int t = 0; t < shape.num_tokens; ++t) l[t] = t;
+      }
+    } else if (mode == 1) {
+      KVC_RETURN_IF_ERROR(ReadList(r, shape.num_tokens, &out.kept[0]));
+      for (int h = 1; h < shape.num_kv_heads; ++h) out.kept[h] = out.kept[0];
+    } else if (mode == 2) {
+      for (auto& l : out.kept) KVC_RETURN_IF_ERROR(ReadList(r, shape.num_tokens, &l));
+    } else {
+      return absl::DataLossError("unknown selection mode");
+    }
+    for (bool is_value : {false, true}) {
+      absl::Status s = DecodeSection(r, shape, plan.Resolve(out.layer, is_value), info.config, out.kept,
+                                     is_value ? &out.values : &out.keys);
+      if (!s.ok()) {
+        return absl::Status(s.code(), absl::StrCat("layer ", out.layer, is_value ? " values: " : " keys: ",
+                                                   s.message()));
+      }
+    }
+  }
+  if (r.remaining() != 0) return absl::DataLossError(absl::StrCat("chunk ", seq, " has trailing bytes"));
+  for (auto& l : layers) ready.push_back(std::move(l));
+  return absl::OkStatus();
+}
+
+absl::Status FrameDecoder::Impl::ParseTrailer(std::span<const uint8_t> in, size_t* used) {
+  *used = 0;
+  if (in.size() < kTrailerSize) return absl::OkStatus();
+  const uint32_t num_chunks = LoadU32(in.data() + 4);
+  if (static_cast<int>(chunk_hashes.size()) != info.num_chunks || num_chunks != chunk_hashes.size()) {
+    return absl::DataLossError(absl::StrCat("trailer after ", chunk_hashes.size(), " of ", info.num_chunks,
+                                            " chunks: the frame is missing chunks"));
+  }
+  ByteReader r(in.subspan(8, 16));
+  uint64_t total_bytes = 0, stored = 0;
+  KVC_RETURN_IF_ERROR(r.U64(&total_bytes, "trailer"));
+  KVC_RETURN_IF_ERROR(r.U64(&stored, "trailer"));
+  std::vector<uint8_t> chained;
+  ByteWriter c(&chained);
+  for (uint64_t h : chunk_hashes) c.U64(h);
+  c.Bytes(in.subspan(0, 16));
+  if (XXH3_64bits_withSeed(chained.data(), chained.size(), header_hash) != stored) {
+    return absl::DataLossError("trailer checksum mismatch");
+  }
+  if (total_bytes != consumed) return absl::DataLossError("trailer byte count disagrees with the frame");
+  *used = kTrailerSize;
+  state = State::kDone;
+  return absl::OkStatus();
+}
+
+FrameDecoder::FrameDecoder(DecodeLimits limits, std::string expected_fingerprint)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->limits = limits;
+  impl_->expected_fingerprint = std::move(expected_fingerprint);
+}
+FrameDecoder::~FrameDecoder() = default;
+FrameDecoder::FrameDecoder(FrameDecoder&&) noexcept = default;
+FrameDecoder& FrameDecoder::operator=(FrameDecoder&&) noexcept = default;
+
+absl::Status FrameDecoder::Feed(std::span<const uint8_t> bytes) {
+  Impl& m = *impl_;
+  if (m.state == Impl::State::kFailed) return m.error;
+  if (m.state == Impl::State::kDone) {
+    if (bytes.empty()) return absl::OkStatus();
+    return m.Fail(absl::DataLossError("bytes after the end of the frame"));
+  }
+  m.pending.insert(m.pending.end(), bytes.begin(), bytes.end());
+  size_t offset = 0;
+  while (m.state != Impl::State::kDone) {
+    std::span<const uint8_t> in(m.pending.data() + offset, m.pending.size() - offset);
+    size_t used = 0;
+    absl::Status s = m.state == Impl::State::kHeader ? m.ParseHeader(in, &used) : m.ParseChunk(in, &used);
+    if (!s.ok()) return m.Fail(s);
+    if (used == 0) break;
+    if (m.state == Impl::State::kHeader) m.state = Impl::State::kChunks;
+    offset += used;
+    m.consumed += used;
+  }
+  m.pending.erase(m.pending.begin(), m.pending.begin() + offset);
+  if (m.state == Impl::State::kDone && !m.pending.empty()) {
+    return m.Fail(absl::DataLossError("bytes after the end of the frame"));
+  }
+  return absl::OkStatus();
+}
+
+const FrameInfo* FrameDecoder::info() const {
+  return impl_->state == Impl::State::kHeader ? nullptr : &impl_->info;
+}
+
+std::vector<DecodedLayer> FrameDecoder::TakeLayers() {
+  std::vector<DecodedLayer> out;
+  out.swap(impl_->ready);
+  return out;
+}
+
+bool FrameDecoder::complete() const { return impl_->state == Impl::State::kDone; }
+
+absl::Status FrameDecoder::Finish() {
+  Impl& m = *impl_;
+  if (m.state == Impl::State::kFailed) return m.error;
+  if (m.state != Impl::State::kDone) {
+    return m.Fail(absl::DataLossError(m.state == Impl::State::kHeader
+                                          ? "truncated frame: the header never arrived"
+                                          : absl::StrCat("truncated frame: ", m.chunk_hashes.size(), " of ",
+                                                         m.info.num_chunks, " chunks and no trailer")));
+  }
+  return absl::OkStatus();
+}
+
+uint64_t FrameDecoder::bytes_consumed() const { return impl_->consumed; }
+
+absl::StatusOr<std::vector<DecodedLayer>> DecodeFrame(std::span<const uint8_t> frame,
+                                                      const DecodeLimits& limits,
+                                                      std::string_view expected_fingerprint,
+                                                      FrameInfo* info) {
+  FrameDecoder decoder(limits, std::string(expected_fingerprint));
+  KVC_RETURN_IF_ERROR(decoder.Feed(frame));
+  KVC_RETURN_IF_ERROR(decoder.Finish());
+  if (info != nullptr) *info = *decoder.info();
+  return decoder.TakeLayers();
+}
+
+}  // namespace kvcodec

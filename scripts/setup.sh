@@ -12,7 +12,7 @@ PACKAGES=(
   libabsl-dev libzstd-dev zstd libxxhash-dev libeigen3-dev
   libtorch-dev libopenblas0-pthread
   libgtest-dev libgmock-dev libbenchmark-dev
-  nlohmann-json3-dev libcli11-dev libspdlog-dev libre2-dev prometheus-cpp-dev
+  libpcre2-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libre2-dev prometheus-cpp-dev
   clang-14 libclang-rt-14-dev
   nodejs npm
 )
