@@ -22,10 +22,18 @@ std::vector<uint8_t> CodesToSymbols(std::span<const uint8_t> codes, size_t rows,
   if (k == 1) return std::vector<uint8_t>(codes.begin(), codes.end());
   const size_t row_len = (head_dim + k - 1) / k;
   std::vector<uint8_t> symbols(rows * row_len, 0);
+  const int full = head_dim / k;  // symbols with k real codes; the compiler unrolls k = 2, 4
   for (size_t r = 0; r < rows; ++r) {
     const uint8_t* in = codes.data() + r * head_dim;
     uint8_t* out = symbols.data() + r * row_len;
-    for (int c = 0; c < head_dim; ++c) out[c / k] |= static_cast<uint8_t>(in[c] << ((c % k) * bits));
+    if (k == 2) {
+      for (int j = 0; j < full; ++j) out[j] = static_cast<uint8_t>(in[2 * j] | in[2 * j + 1] << bits);
+    } else {
+      for (int j = 0; j < full; ++j) {
+        out[j] = static_cast<uint8_t>(in[4 * j] | in[4 * j + 1] << 2 | in[4 * j + 2] << 4 | in[4 * j + 3] << 6);
+      }
+    }
+    for (int c = full * k; c < head_dim; ++c) out[c / k] |= static_cast<uint8_t>(in[c] << ((c % k) * bits));
   }
   return symbols;
 }
@@ -39,10 +47,24 @@ void SymbolsToCodes(std::span<const uint8_t> symbols, size_t rows, int head_dim,
   }
   const size_t row_len = (head_dim + k - 1) / k;
   const uint8_t mask = static_cast<uint8_t>((1u << bits) - 1);
+  const int full = head_dim / k;
   for (size_t r = 0; r < rows; ++r) {
     const uint8_t* in = symbols.data() + r * row_len;
     uint8_t* out = codes.data() + r * head_dim;
-    for (int c = 0; c < head_dim; ++c) out[c] = (in[c / k] >> ((c % k) * bits)) & mask;
+    if (k == 2) {
+      for (int j = 0; j < full; ++j) {
+        out[2 * j] = in[j] & mask;
+        out[2 * j + 1] = (in[j] >> bits) & mask;
+      }
+    } else {
+      for (int j = 0; j < full; ++j) {
+        out[4 * j] = in[j] & 3;
+        out[4 * j + 1] = (in[j] >> 2) & 3;
+        out[4 * j + 2] = (in[j] >> 4) & 3;
+        out[4 * j + 3] = in[j] >> 6;
+      }
+    }
+    for (int c = full * k; c < head_dim; ++c) out[c] = (in[c / k] >> ((c % k) * bits)) & mask;
   }
 }
 
@@ -124,19 +146,24 @@ void WriteByteStream(ByteWriter& w, std::span<const uint8_t> data, int row_len, 
 
 void WriteCodeStream(ByteWriter& w, std::span<const uint8_t> codes, int head_dim, int bits,
                      EntropyCoder coder, int zstd_level) {
-  const std::vector<uint8_t> packed = PackBits(codes, bits);
-  switch (coder) {
-    case EntropyCoder::kNone: return WriteStored(w, packed);
-    case EntropyCoder::kZstd: return WriteBest(w, StreamMethod::kZstd, packed, Zstd(packed, zstd_level));
-    case EntropyCoder::kRans: {
-      const size_t rows = head_dim ? codes.size() / head_dim : 0;
-      const int k = CodesPerSymbol(bits);
-      const std::vector<uint8_t> symbols = CodesToSymbols(codes, rows, head_dim, bits);
-      const int row_len = (head_dim + k - 1) / k;
-      return WriteBest(w, StreamMethod::kRans, packed,
-                       RansEncode(symbols, std::max(row_len, 1), std::min(8, k * bits)));
+  if (coder == EntropyCoder::kRans) {
+    const size_t rows = head_dim ? codes.size() / head_dim : 0;
+    const int k = CodesPerSymbol(bits);
+    const std::vector<uint8_t> symbols = CodesToSymbols(codes, rows, head_dim, bits);
+    const int row_len = (head_dim + k - 1) / k;
+    const std::vector<uint8_t> coded = RansEncode(symbols, std::max(row_len, 1), std::min(8, k * bits));
+    const size_t packed_len = (codes.size() * bits + 7) / 8;
+    if (coded.size() < packed_len) {
+      w.U8(static_cast<uint8_t>(StreamMethod::kRans));
+      w.Varint(static_cast<uint32_t>(packed_len));
+      w.Varint(static_cast<uint32_t>(coded.size()));
+      w.Bytes(coded);
+      return;
     }
   }
+  const std::vector<uint8_t> packed = PackBits(codes, bits);
+  if (coder == EntropyCoder::kZstd) return WriteBest(w, StreamMethod::kZstd, packed, Zstd(packed, zstd_level));
+  WriteStored(w, packed);
 }
 
 absl::Status ReadByteStream(ByteReader& r, int row_len, std::span<uint8_t> out,

@@ -57,7 +57,7 @@ enum class SelectionMethod : uint8_t {
   kSnapKV = 1,         // attention from the last `window` queries, pooled; window always kept
   kQ2C = 2,            // attention from the question span; the protected span is always kept
   kH2O = 3,            // accumulated attention plus the `recent_tokens` most recent
-  kStreamingLLM = 4,   // `sink_tokens` first plus `recent_tokens` last; needs no scores
+  kStreamingLLM = 4,   // `sink_tokens` first, the newest tokens fill the rest; needs no scores
   kAnchorRule = 5,     // sinks, recent, tokens whose id is in anchor_token_ids, then top scores
   kRandom = 6,         // seeded uniform choice (plus nothing mandatory)
 };

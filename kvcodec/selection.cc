@@ -340,14 +340,13 @@ class Selector {
         mark_range(static_cast<int64_t>(n) - config_.recent_tokens, n);
         break;
       case SelectionMethod::kStreamingLLM: {
-        // Sinks (and the protected span) are kept whatever the budget. The recent window is
-        // then filled from the newest token backwards while the budget lasts, so a budget
-        // smaller than sinks + recent shrinks the recent window rather than the sinks; a budget
-        // larger than sinks + recent is simply not used (StreamingLLM keeps nothing else).
+        // StreamingLLM's cache is sinks plus a sliding window, and its size is the budget: the
+        // sinks (and the protected span) are kept whatever the budget, then the window is filled
+        // from the newest token backwards until the budget is spent. recent_tokens does not
+        // apply (it is H2O's and the anchor rule's), so keep=0.25 means a quarter of the prompt.
         mark_range(0, config_.sink_tokens);
         int count = static_cast<int>(std::count(mandatory_.begin(), mandatory_.end(), 1));
-        const int64_t oldest = std::max<int64_t>(0, static_cast<int64_t>(n) - config_.recent_tokens);
-        for (int64_t t = static_cast<int64_t>(n) - 1; t >= oldest && count < budget; --t) {
+        for (int64_t t = static_cast<int64_t>(n) - 1; t >= 0 && count < budget; --t) {
           if (!mandatory_[t]) {
             mandatory_[t] = 1;
             ++count;

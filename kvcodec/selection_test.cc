@@ -410,9 +410,9 @@ TEST(H2OTest, RecentTokensPlusHeavyHitters) {
 }
 
 TEST(StreamingTest, SinksAndRecentOnly) {
-  SelectionConfig c = Config(SelectionMethod::kStreamingLLM, 50);  // budget not used up
+  SelectionConfig c = Config(SelectionMethod::kStreamingLLM, 5);  // window = budget - sinks
   c.sink_tokens = 2;
-  c.recent_tokens = 3;
+  c.recent_tokens = 1;  // H2O's parameter: StreamingLLM ignores it
   Selection s = MustSelect(c, Shape(2, 2, 20), nullptr);  // needs no scores
   for (const auto& layer : s.kept) {
     for (const auto& head : layer) EXPECT_THAT(head, ElementsAre(0, 1, 17, 18, 19));
