@@ -41,9 +41,15 @@ bool IsReferenceRow(const DeltaConfig& delta, int row_in_head);
 
 // Validates spec against shape (group size divides, bits supported, ...).
 absl::Status CheckQuantSpec(const QuantSpec& spec, const SectionShape& shape);
+// Validates a delta configuration: known mode, group_size >= 2 for the grouped modes.
+absl::Status CheckDeltaConfig(const DeltaConfig& delta);
 
 // Expected sizes, so the decoder can check a frame before allocating.
 size_t NumMainRows(const DeltaConfig& delta, const SectionShape& shape);
+// Reference rows: num_rows() - NumMainRows(); 0 when delta.mode is kNone.
+size_t NumRefRows(const DeltaConfig& delta, const SectionShape& shape);
+// Number of uint16 entries of main_params (two per (scale, offset) pair), i.e.
+// main_params.size(). ref_params.size() is 2 * NumRefRows().
 size_t NumMainParams(const QuantSpec& spec, const DeltaConfig& delta, const SectionShape& shape);
 
 // values.size() == shape.num_elements(). spec must be an integer coding.
