@@ -1,2 +1,972 @@
-// placeholder: filled in by its owner
-namespace kvcodec {}
+// Static, multi-context, interleaved rANS for byte symbols (see rans.h).
+//
+// Algorithm: range-variant asymmetric numeral systems (Duda) with a 32-bit state and 16-bit
+// renormalisation (the "word" variant Fabian Giesen describes). The state x lives in
+// [L, L << 16) with L = 2^16; probabilities have PROB_BITS = 12 bits (M = 4096).
+//   encode s: if x >= freq[s] << 20 { emit low 16 bits; x >>= 16 }   (at most once)
+//             x = (x / freq[s]) * M + x % freq[s] + cum[s]
+//   decode:   slot = x % M; s = sym[slot]; x = freq[s] * (x / M) + slot - cum[s]
+//             if x < L { x = x << 16 | next 16-bit word }                (at most once)
+// One renormalisation step always suffices in both directions because M divides L and the
+// word size is 16 bits, so both loops are branch-free (conditional moves).
+//
+// Why 12 probability bits: the slot->symbol table is 4 KiB per context (5 KiB with the
+// per-symbol freq/cum), so one context stays in L1 and even 64 contexts (320 KiB) in L2; a
+// frequency fits a 2-byte varint; and with the optimal normalisation below the loss against
+// exact probabilities is well under 1% for the distributions quantized KV codes have (measured
+// 0.01-0.6% on 1M-symbol streams). The floor: every present symbol holds >= 1/4096 of the
+// range, so k present symbols cost at most (k - 1) / 4096 / ln 2 extra bits per symbol, which
+// only matters below ~1 bit/symbol of entropy with many distinct rare symbols. The state keeps
+// 4 bits above M (L / M = 16); that costs a few thousandths of a bit per symbol on average.
+//
+// Lanes: symbol i belongs to lane i % lanes; the lanes have independent states but share one
+// word stream (the encoder runs backwards over the symbols and writes words back to front, the
+// decoder runs forwards), so the decoder's read order is exactly the reverse of the encoder's
+// write order. 8 lanes hide the latency of the table lookups; streams of < 4096 symbols use 1
+// lane because each lane costs 4 bytes of final state.
+//
+// Contexts: symbol i uses table ((i % row_len) * num_contexts) / row_len. The encoder counts
+// symbols per finest context (the largest power of two <= min(row_len, 64), lowered until its
+// contexts average max(32, alphabet / 2) symbols), merges neighbour pairs to get each coarser
+// split (floor((c*n)/(2r)) == floor(floor(c*n/r)/2), so the splits nest), estimates entropy +
+// table bytes for each, and keeps the cheapest (ties: fewer contexts).
+//
+// Stream format (version 1; integers little-endian, "varint" = unsigned LEB128 in canonical
+// form, at most 5 bytes, value < 2^32):
+//   byte 0      tag 0xB1: high nibble 0xB marks rANS, low nibble is the format version (1)
+//   byte 1      bits 0..3 alphabet_bits (1..8); bits 4..5 log2(lanes) (lanes 1,2,4,8); bits 6..7 0
+//   byte 2      log2(num_contexts), 0..6; num_contexts <= row_len
+//   varint      row_len (must equal the caller's)
+//   num_contexts tables, each:
+//     varint h  if h == 1: a presence bitmap of ceil(A/8) bytes follows (A = 1 << alphabet_bits;
+//               bit s % 8 of byte s / 8 set = symbol s present; bits >= A are zero).
+//               if h is even: run lengths over 0..A-1 of absent and present symbols alternately,
+//               starting with an absent run of h / 2 symbols (may be 0), then varints for the
+//               following runs (each >= 1) until the runs cover exactly A symbols.
+//               An empty table (no present symbol) is the single run h = 2A; a context holds
+//               symbols iff its table is non-empty.
+//     then for each present symbol in ascending order: varint (freq - 1); the frequencies are
+//     >= 1 and sum to exactly 4096.
+//   min(lanes, n) final encoder states, 4 bytes each, lane 0 first (each in [2^16, 2^32))
+//   16-bit words in decoder read order, until the end of the input.
+// The symbol count n is not stored: the caller knows it. The decoder checks that every lane
+// ends at the encoder's initial state L and that the word stream is consumed exactly, which
+// catches truncation and most corruption; the tables are validated before any decoding.
+
+#include "kvcodec/rans.h"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstring>
+#include <memory>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+namespace kvcodec {
+namespace {
+
+constexpr int kProbBits = 12;
+constexpr uint32_t kProbScale = 1u << kProbBits;  // M
+constexpr uint32_t kStateLow = 1u << 16;          // L: states live in [L, 2^32)
+constexpr int kMaxContextsLog2 = 6;               // at most 64 contexts
+constexpr int kMaxLanesLog2 = 3;                  // at most 8 lanes
+constexpr uint8_t kTag = 0xB1;
+// Streams shorter than this use one lane: 7 extra final states (28 bytes) would be a visible
+// overhead, and such streams decode in microseconds anyway.
+constexpr size_t kMultiLaneMinSymbols = 4096;
+// The encoder considers only context splits whose contexts average at least this many symbols
+// (and at least half the alphabet size).
+constexpr size_t kMinSymbolsPerContext = 32;
+// The encoder's reciprocal shift: x / f == (x * ceil(2^44 / f)) >> 44 for x < f * 2^20 and
+// 1 <= f <= 4096 (see EncSymbol).
+constexpr int kRcpShift = 44;
+
+// ---------------------------------------------------------------------------------------------
+// Byte helpers
+// ---------------------------------------------------------------------------------------------
+void PutVarint(std::vector<uint8_t>& out, uint32_t v) {
+  while (v >= 0x80) {
+    out.push_back(static_cast<uint8_t>(v | 0x80));
+    v >>= 7;
+  }
+  out.push_back(static_cast<uint8_t>(v));
+}
+
+int VarintSize(uint32_t v) {
+  int n = 1;
+  while (v >= 0x80) {
+    v >>= 7;
+    ++n;
+  }
+  return n;
+}
+
+// Reads a canonical varint of at most 5 bytes whose value fits 32 bits.
+bool GetVarint(const uint8_t*& p, const uint8_t* end, uint32_t& v) {
+  uint64_t value = 0;
+  for (int i = 0; i < 5; ++i) {
+    if (p == end) return false;
+    const uint8_t b = *p++;
+    value |= static_cast<uint64_t>(b & 0x7f) << (7 * i);
+    if ((b & 0x80) == 0) {
+      if (i > 0 && b == 0) return false;  // non-canonical: a redundant zero group
+      if (value > 0xffffffffull) return false;
+      v = static_cast<uint32_t>(value);
+      return true;
+    }
+  }
+  return false;
+}
+
+inline uint16_t Load16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
+inline void Store16(uint8_t* p, uint32_t v) {
+  p[0] = static_cast<uint8_t>(v);
+  p[1] = static_cast<uint8_t>(v >> 8);
+}
+inline uint32_t Load32(const uint8_t* p) {
+  return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) |
+         (static_cast<uint32_t>(p[2]) << 16) | (static_cast<uint32_t>(p[3]) << 24);
+}
+
+// Bitwise OR of all bytes, eight at a time.
+uint8_t OrAllBytes(std::span<const uint8_t> bytes) {
+  uint64_t acc = 0;
+  size_t i = 0;
+  for (; i + 8 <= bytes.size(); i += 8) {
+    uint64_t w;
+    std::memcpy(&w, bytes.data() + i, 8);
+    acc |= w;
+  }
+  for (; i < bytes.size(); ++i) acc |= bytes[i];
+  for (int shift = 32; shift >= 8; shift /= 2) acc |= acc >> shift;
+  return static_cast<uint8_t>(acc);
+}
+
+// floor(log2(min(row_len, 64))): the finest context split the encoder considers.
+int MaxContextsLog2(int row_len) {
+  int lg = 0;
+  while (lg < kMaxContextsLog2 && (2 << lg) <= row_len) ++lg;
+  return lg;
+}
+
+inline uint32_t ContextOfColumn(uint64_t col, int row_len, int num_contexts) {
+  return static_cast<uint32_t>((col * static_cast<uint64_t>(num_contexts)) /
+                               static_cast<uint64_t>(row_len));
+}
+
+// c * log2(c), with a table for small counts (most counts in small contexts are small).
+double CLog2C(uint64_t c) {
+  static const std::array<double, 4096> kTable = [] {
+    std::array<double, 4096> t{};
+    for (size_t i = 1; i < t.size(); ++i) t[i] = static_cast<double>(i) * std::log2(i);
+    return t;
+  }();
+  if (c < kTable.size()) return kTable[c];
+  const double d = static_cast<double>(c);
+  return d * std::log2(d);
+}
+
+// Order-0 entropy in bits of a histogram with `total` symbols.
+double HistogramBits(const uint32_t* counts, int alphabet, uint64_t total) {
+  if (total == 0) return 0.0;
+  double sum = 0.0;
+  for (int s = 0; s < alphabet; ++s) sum += CLog2C(counts[s]);
+  return std::max(0.0, CLog2C(total) - sum);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tables
+// ---------------------------------------------------------------------------------------------
+// Bytes the presence part of a table takes in run-length form (bitmap form is 1 + ceil(A/8)).
+size_t PresenceRunBytes(const uint16_t* freq, int alphabet) {
+  size_t bytes = 0;
+  int s = 0;
+  bool first = true;
+  bool want_present = false;
+  while (s < alphabet) {
+    uint32_t run = 0;
+    while (s < alphabet && (freq[s] != 0) == want_present) ++s, ++run;
+    bytes += VarintSize(first ? run * 2 : run);
+    first = false;
+    want_present = !want_present;
+  }
+  return bytes;
+}
+
+// Estimated coded bytes of one context: order-0 entropy of its counts plus its table. The
+// table part is approximate (run lengths taken as one byte each, frequencies as their rough
+// scaled values); it only has to rank the context splits, and it runs on every context of
+// every candidate split, so it is one pass over the counts.
+double EstimateContextBytes(const uint32_t* counts, int alphabet, uint64_t total) {
+  if (total == 0) return VarintSize(2 * static_cast<uint32_t>(alphabet));
+  // varint(f - 1) takes one byte while f ~ counts * M / total <= 128.
+  const uint64_t two_byte_from = 129 * total;
+  double clogc = 0.0;
+  int freq_bytes = 0;
+  int transitions = 0;
+  bool prev = false;
+  for (int s = 0; s < alphabet; ++s) {
+    const uint32_t c = counts[s];
+    const bool present = c != 0;
+    transitions += present != prev;
+    prev = present;
+    if (!present) continue;
+    clogc += CLog2C(c);
+    freq_bytes += 1 + (uint64_t{c} * kProbScale >= two_byte_from);
+  }
+  const double bitmap_bytes = 1 + (alphabet + 7) / 8;
+  const double entropy_bytes = std::max(0.0, CLog2C(total) - clogc) / 8.0;
+  return entropy_bytes + std::min<double>(1 + transitions, bitmap_bytes) + freq_bytes;
+}
+
+// log2(f) for f in 0..M (index 0 unused), used by the normaliser's marginal costs.
+const std::array<double, kProbScale + 2>& Log2Table() {
+  static const std::array<double, kProbScale + 2> kTable = [] {
+    std::array<double, kProbScale + 2> t{};
+    for (size_t i = 1; i < t.size(); ++i) t[i] = std::log2(static_cast<double>(i));
+    return t;
+  }();
+  return kTable;
+}
+
+// Turns counts into frequencies >= 1 (for present symbols) summing to exactly M that minimise
+// the coded size sum_s counts[s] * log2(M / freq[s]). The cost is separable and convex in each
+// freq, so: round the scaled counts, walk to the right sum by the cheapest unit steps, then
+// move units from the symbol that loses least by giving one up to the symbol that gains most
+// by taking one, while that lowers the cost; when no such exchange helps, the allocation is
+// optimal. Heaps (with stale entries skipped) keep each step O(log k).
+void NormalizeCounts(const uint32_t* counts, int alphabet, uint64_t total, uint16_t* freq) {
+  std::fill(freq, freq + alphabet, uint16_t{0});
+  if (total == 0) return;
+  const auto& lg = Log2Table();
+  int present[256];
+  int k = 0;
+  int64_t sum = 0;
+  for (int s = 0; s < alphabet; ++s) {
+    if (counts[s] == 0) continue;
+    present[k++] = s;
+    // Round to nearest; keep every present symbol codable.
+    uint64_t f = (counts[s] * uint64_t{kProbScale} * 2 + total) / (2 * total);
+    f = std::clamp<uint64_t>(f, 1, kProbScale);
+    freq[s] = static_cast<uint16_t>(f);
+    sum += static_cast<int64_t>(f);
+  }
+  if (k == 1) {
+    freq[present[0]] = kProbScale;
+    return;
+  }
+  // Bits saved by freq[s] + 1, and bits lost by freq[s] - 1 (infinite at 1: must stay codable).
+  auto gain = [&](int s) {
+    return freq[s] >= kProbScale ? -1.0 : counts[s] * (lg[freq[s] + 1] - lg[freq[s]]);
+  };
+  auto loss = [&](int s) {
+    return freq[s] <= 1 ? HUGE_VAL : counts[s] * (lg[freq[s]] - lg[freq[s] - 1]);
+  };
+  struct Item {
+    double key;
+    int sym;
+    int freq;  // freq[sym] when pushed; the entry is stale once that changes
+  };
+  auto by_max = [](const Item& x, const Item& y) { return x.key < y.key; };
+  auto by_min = [](const Item& x, const Item& y) { return x.key > y.key; };
+  std::vector<Item> gains, losses;
+  gains.reserve(2 * k + 64);
+  losses.reserve(2 * k + 64);
+  auto push = [&](std::vector<Item>& heap, double key, int sym, auto cmp) {
+    heap.push_back({key, sym, freq[sym]});
+    std::push_heap(heap.begin(), heap.end(), cmp);
+  };
+  // Pops stale entries; returns false when the heap is empty.
+  auto clean = [&](std::vector<Item>& heap, auto cmp) {
+    while (!heap.empty() && heap.front().freq != freq[heap.front().sym]) {
+      std::pop_heap(heap.begin(), heap.end(), cmp);
+      heap.pop_back();
+    }
+    return !heap.empty();
+  };
+  auto rebuild = [&] {
+    gains.clear();
+    losses.clear();
+    for (int i = 0; i < k; ++i) {
+      gains.push_back({gain(present[i]), present[i], freq[present[i]]});
+      losses.push_back({loss(present[i]), present[i], freq[present[i]]});
+    }
+    std::make_heap(gains.begin(), gains.end(), by_max);
+    std::make_heap(losses.begin(), losses.end(), by_min);
+  };
+  rebuild();
+  // k <= 256 < M, so while sum > M some symbol has freq > 1 (finite loss), and while sum < M
+  // some symbol has freq < M.
+  while (sum > static_cast<int64_t>(kProbScale) && clean(losses, by_min)) {
+    const int s = losses.front().sym;
+    --freq[s];
+    --sum;
+    push(losses, loss(s), s, by_min);
+  }
+  while (sum < static_cast<int64_t>(kProbScale) && clean(gains, by_max)) {
+    const int s = gains.front().sym;
+    ++freq[s];
+    ++sum;
+    push(gains, gain(s), s, by_max);
+  }
+  rebuild();
+  // Each exchange lowers the cost, so this ends; the cap only guards against rounding ties.
+  for (int round = 0; round < 4 * static_cast<int>(kProbScale); ++round) {
+    if (!clean(gains, by_max) || !clean(losses, by_min)) break;
+    const int up = gains.front().sym;
+    const int down = losses.front().sym;
+    // up == down means max gain = gain(s) < loss(s) = min loss: already optimal.
+    if (up == down || gains.front().key <= losses.front().key * (1 + 1e-12)) break;
+    ++freq[up];
+    --freq[down];
+    for (int s : {up, down}) {
+      push(gains, gain(s), s, by_max);
+      push(losses, loss(s), s, by_min);
+    }
+  }
+}
+
+void WriteTable(std::vector<uint8_t>& out, const uint16_t* freq, int alphabet) {
+  const size_t bitmap_bytes = static_cast<size_t>(alphabet + 7) / 8;
+  if (PresenceRunBytes(freq, alphabet) <= 1 + bitmap_bytes) {
+    int s = 0;
+    bool first = true;
+    bool want_present = false;
+    while (s < alphabet) {
+      uint32_t run = 0;
+      while (s < alphabet && (freq[s] != 0) == want_present) ++s, ++run;
+      PutVarint(out, first ? run * 2 : run);
+      first = false;
+      want_present = !want_present;
+    }
+  } else {
+    out.push_back(1);
+    const size_t start = out.size();
+    out.resize(start + bitmap_bytes, 0);
+    for (int s = 0; s < alphabet; ++s) {
+      if (freq[s] != 0) out[start + s / 8] |= static_cast<uint8_t>(1u << (s % 8));
+    }
+  }
+  for (int s = 0; s < alphabet; ++s) {
+    if (freq[s] != 0) PutVarint(out, freq[s] - 1u);
+  }
+}
+
+// Parses one table into freq[0..alphabet) (0 = absent). Bounds-checked; validates the sum.
+absl::Status ReadTable(const uint8_t*& p, const uint8_t* end, int alphabet, int ctx,
+                       uint16_t* freq) {
+  std::fill(freq, freq + alphabet, uint16_t{0});
+  bool present[256] = {};
+  uint32_t h;
+  if (!GetVarint(p, end, h)) {
+    return absl::DataLossError(absl::StrCat("rANS table ", ctx, ": truncated or bad varint"));
+  }
+  if (h == 1) {
+    const size_t bitmap_bytes = static_cast<size_t>(alphabet + 7) / 8;
+    if (static_cast<size_t>(end - p) < bitmap_bytes) {
+      return absl::DataLossError(absl::StrCat("rANS table ", ctx, ": truncated bitmap"));
+    }
+    for (size_t b = 0; b < bitmap_bytes; ++b) {
+      for (int bit = 0; bit < 8; ++bit) {
+        if ((p[b] >> bit) & 1) {
+          const size_t s = b * 8 + bit;
+          if (s >= static_cast<size_t>(alphabet)) {
+            return absl::DataLossError(
+                absl::StrCat("rANS table ", ctx, ": symbol ", s, " outside the alphabet"));
+          }
+          present[s] = true;
+        }
+      }
+    }
+    p += bitmap_bytes;
+  } else if ((h & 1) == 0) {
+    uint32_t pos = h / 2;
+    if (pos > static_cast<uint32_t>(alphabet)) {
+      return absl::DataLossError(absl::StrCat("rANS table ", ctx, ": run past the alphabet"));
+    }
+    bool is_present = true;
+    while (pos < static_cast<uint32_t>(alphabet)) {  // every run is >= 1: at most A rounds
+      uint32_t run;
+      if (!GetVarint(p, end, run)) {
+        return absl::DataLossError(absl::StrCat("rANS table ", ctx, ": truncated runs"));
+      }
+      if (run == 0 || run > static_cast<uint32_t>(alphabet) - pos) {
+        return absl::DataLossError(absl::StrCat("rANS table ", ctx, ": bad run length ", run));
+      }
+      if (is_present) std::fill(present + pos, present + pos + run, true);
+      pos += run;
+      is_present = !is_present;
+    }
+  } else {
+    return absl::DataLossError(absl::StrCat("rANS table ", ctx, ": bad presence mode ", h));
+  }
+  uint32_t sum = 0;
+  for (int s = 0; s < alphabet; ++s) {
+    if (!present[s]) continue;
+    uint32_t v;
+    if (!GetVarint(p, end, v)) {
+      return absl::DataLossError(absl::StrCat("rANS table ", ctx, ": truncated frequencies"));
+    }
+    if (v >= kProbScale || sum + v + 1 > kProbScale) {
+      return absl::DataLossError(
+          absl::StrCat("rANS table ", ctx, ": frequencies exceed ", kProbScale));
+    }
+    freq[s] = static_cast<uint16_t>(v + 1);
+    sum += v + 1;
+  }
+  if (sum != 0 && sum != kProbScale) {
+    return absl::DataLossError(
+        absl::StrCat("rANS table ", ctx, ": frequencies sum to ", sum, ", expected ", kProbScale));
+  }
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoder
+// ---------------------------------------------------------------------------------------------
+// Per (context, symbol) encoding constants. Division by freq is a multiply: with
+// rcp = ceil(2^44 / f) and e = rcp * f - 2^44 in [0, f), x * rcp / 2^44 = x / f + x * e /
+// (f * 2^44), and for x < f * 2^20 the excess is < (f - 1) / 2^24 < 1 / f (as f <= 4096), less
+// than the gap between x / f and the next integer, so the floor is exact. The 64-bit product
+// stays below 2^64 because (f - 1) * 2^20 < 2^44 / f for f <= 4096.
+struct EncSymbol {
+  uint64_t rcp;       // ceil(2^44 / freq)
+  uint32_t x_max_m1;  // (freq << 20) - 1: renormalise while x exceeds it
+  uint16_t cum;       // cumulative frequency of the smaller symbols
+  uint16_t cmpl;      // M - freq: x' = x + cum + q * (M - freq) with q = x / freq
+};
+
+EncSymbol MakeEncSymbol(uint32_t freq, uint32_t cum) {
+  EncSymbol e{};
+  if (freq == 0) return e;  // absent symbol: never used
+  e.rcp = ((uint64_t{1} << kRcpShift) + freq - 1) / freq;
+  e.x_max_m1 = static_cast<uint32_t>((static_cast<uint64_t>(freq) << (32 - kProbBits)) - 1);
+  e.cum = static_cast<uint16_t>(cum);
+  e.cmpl = static_cast<uint16_t>(kProbScale - freq);
+  return e;
+}
+
+// Branch-free selects for the renormalisation. Whether a state renormalises is data-dependent
+// and often near 50/50, so a branch mispredicts constantly; GCC turns the plain conditional
+// expression into a jump, so on x86-64 the two conditional moves are spelled out. Elsewhere,
+// masks.
+template <typename Ptr>
+inline void MaskSelect(bool cond, uint32_t new_x, Ptr new_p, uint32_t& x, Ptr& p) {
+  const uint32_t mask = 0u - static_cast<uint32_t>(cond);
+  const uintptr_t pmask = uintptr_t{0} - static_cast<uintptr_t>(cond);
+  x ^= (x ^ new_x) & mask;
+  p = reinterpret_cast<Ptr>(
+      reinterpret_cast<uintptr_t>(p) ^
+      ((reinterpret_cast<uintptr_t>(p) ^ reinterpret_cast<uintptr_t>(new_p)) & pmask));
+}
+
+// if (x > limit) { x = new_x; p = new_p; }
+inline void SelectIfAbove(uint32_t limit, uint32_t new_x, uint8_t* new_p, uint32_t& x,
+                          uint8_t*& p) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  asm("cmpl %[lim], %[x]\n\t"
+      "cmoval %[nx], %[x]\n\t"
+      "cmovaq %[np], %[p]"
+      : [x] "+r"(x), [p] "+r"(p)
+      : [lim] "rm"(limit), [nx] "r"(new_x), [np] "r"(new_p)
+      : "cc");
+#else
+  MaskSelect(x > limit, new_x, new_p, x, p);
+#endif
+}
+
+// if (x < kStateLow) { x = new_x; p = new_p; }
+inline void SelectIfLow(uint32_t new_x, const uint8_t* new_p, uint32_t& x, const uint8_t*& p) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  asm("cmpl %[low], %[x]\n\t"
+      "cmovbl %[nx], %[x]\n\t"
+      "cmovbq %[np], %[p]"
+      : [x] "+r"(x), [p] "+r"(p)
+      : [low] "i"(kStateLow), [nx] "r"(new_x), [np] "r"(new_p)
+      : "cc");
+#else
+  MaskSelect(x < kStateLow, new_x, new_p, x, p);
+#endif
+}
+
+// One encode step. `out` points just past the next free word (the stream grows downwards). A
+// word is always stored and the pointer moves only when it is needed: whether a word is emitted
+// is data-dependent, so a branch would mispredict on a large fraction of symbols; both
+// outcomes are computed and selected (conditional moves).
+inline uint32_t EncodeStep(uint32_t x, const EncSymbol& e, uint8_t*& out) {
+  Store16(out - 2, x);
+  SelectIfAbove(e.x_max_m1, x >> 16, out - 2, x, out);
+  const uint32_t q = static_cast<uint32_t>((static_cast<uint64_t>(x) * e.rcp) >> kRcpShift);
+  return x + e.cum + q * e.cmpl;
+}
+
+// Encodes one group of lanes, lane J first and lane 0 last (the decoder's order reversed),
+// unrolled by recursion: GCC does not reliably unroll the equivalent downward loop, and the
+// states must stay in registers.
+template <int J, typename CtxOf>
+inline void EncodeGroup(uint32_t* x, CtxOf ctx_of, const uint8_t* sym, uint8_t*& out) {
+  if constexpr (J >= 0) {
+    x[J] = EncodeStep(x[J], ctx_of(J)[sym[J]], out);
+    EncodeGroup<J - 1>(x, ctx_of, sym, out);
+  }
+}
+
+// Encodes all symbols with kLanes lanes and stores the final states in `states`. `col_ctx[c]`
+// is the 256-entry EncSymbol table of column c's context. `out` is one past the end of a
+// region of at least 2 * n bytes; returns the first byte of the written words.
+template <int kLanes>
+uint8_t* EncodeAll(std::span<const uint8_t> symbols, size_t row_len, int num_contexts,
+                   const EncSymbol* const* col_ctx, uint8_t* out, uint32_t* states) {
+  const size_t n = symbols.size();
+  uint32_t x[kLanes];
+  for (int j = 0; j < kLanes; ++j) x[j] = kStateLow;
+  const uint8_t* sym = symbols.data();
+  size_t i = n;
+  size_t col = n == 0 ? 0 : (n - 1) % row_len;  // column of symbol i - 1
+  // The tail past the last full group of lanes, from the end, one symbol at a time.
+  const size_t full = n - n % kLanes;
+  while (i > full) {
+    --i;
+    const size_t lane = i % kLanes;
+    x[lane] = EncodeStep(x[lane], col_ctx[col][sym[i]], out);
+    col = (col == 0 ? row_len : col) - 1;
+  }
+  if (num_contexts == 1) {
+    // One table: no column bookkeeping.
+    const EncSymbol* t = col_ctx[0];
+    while (i > 0) {
+      i -= kLanes;
+      EncodeGroup<kLanes - 1>(
+          x, [t](int) { return t; }, sym + i, out);
+    }
+  } else if (row_len % kLanes == 0) {
+    // Groups never straddle a row end: i is a multiple of kLanes, so is the group's first
+    // column, and the column only wraps between groups.
+    size_t c0 = col + 1 - kLanes;  // first column of the group ending at column `col`
+    while (i > 0) {
+      i -= kLanes;
+      const EncSymbol* const* ctx = col_ctx + c0;
+      c0 = (c0 == 0 ? row_len : c0) - kLanes;
+      EncodeGroup<kLanes - 1>(
+          x, [ctx](int j) { return ctx[j]; }, sym + i, out);
+    }
+  } else {
+    while (i > 0) {
+      i -= kLanes;
+#pragma GCC unroll 8
+      for (int k = 0; k < kLanes; ++k) {
+        const int j = kLanes - 1 - k;
+        x[j] = EncodeStep(x[j], col_ctx[col][sym[i + j]], out);
+        col = (col == 0 ? row_len : col) - 1;
+      }
+    }
+  }
+  std::copy(x, x + kLanes, states);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoder
+// ---------------------------------------------------------------------------------------------
+// One context's decoding tables, kept together so a symbol needs a single base pointer.
+struct DecodeContext {
+  struct FreqCum {
+    uint16_t freq;
+    uint16_t cum;
+  };
+  FreqCum fc[256];          // per symbol
+  uint8_t sym[kProbScale];  // slot -> symbol
+};
+
+// One decode step with context tables `c`.
+inline uint8_t DecodeStep(uint32_t& x, const DecodeContext* c) {
+  const uint32_t slot = x & (kProbScale - 1);
+  const uint8_t s = c->sym[slot];
+  const DecodeContext::FreqCum fc = c->fc[s];
+  x = fc.freq * (x >> kProbBits) + slot - fc.cum;
+  return s;
+}
+
+// Renormalisation without a bounds check (the caller guarantees two readable bytes at p) and
+// without a branch (see EncodeStep).
+inline void Refill(uint32_t& x, const uint8_t*& p) {
+  SelectIfLow((x << 16) | Load16(p), p + 2, x, p);
+}
+
+// Decodes whole groups of kLanes symbols while each group's worst case (2 bytes per symbol)
+// is available, then the rest one symbol at a time with bounds checks. Returns false if the
+// word stream runs out; `*pos` advances past the words consumed.
+template <int kLanes>
+bool DecodeAll(std::span<uint8_t> out, size_t row_len, int num_contexts,
+               const DecodeContext* const* col_ctx, const uint8_t** pos, const uint8_t* end,
+               uint32_t* states) {
+  const size_t n = out.size();
+  uint8_t* dst = out.data();
+  const uint8_t* p = *pos;
+  uint32_t x[kLanes];
+  std::copy(states, states + kLanes, x);
+  size_t i = 0;
+  // Groups that can run without bounds checks, limited by symbols and by input bytes. Most
+  // groups consume far fewer than 2 * kLanes bytes, so the count is re-derived when it runs out.
+  auto safe_groups = [&] {
+    return std::min((n - i) / kLanes, static_cast<size_t>(end - p) / (2 * kLanes));
+  };
+  if (num_contexts == 1) {
+    const DecodeContext* c = col_ctx[0];
+    for (size_t left = safe_groups(); left > 0; left = safe_groups()) {
+      for (; left > 0; --left, i += kLanes) {
+#pragma GCC unroll 8
+        for (int j = 0; j < kLanes; ++j) {
+          dst[i + j] = DecodeStep(x[j], c);
+          Refill(x[j], p);
+        }
+      }
+    }
+  } else if (row_len % kLanes == 0) {
+    // Groups never straddle a row end: i and row_len are multiples of kLanes.
+    size_t col = 0;
+    for (size_t left = safe_groups(); left > 0; left = safe_groups()) {
+      for (; left > 0; --left, i += kLanes) {
+        const DecodeContext* const* ctx = col_ctx + col;
+        col = col + kLanes == row_len ? 0 : col + kLanes;
+#pragma GCC unroll 8
+        for (int j = 0; j < kLanes; ++j) {
+          dst[i + j] = DecodeStep(x[j], ctx[j]);
+          Refill(x[j], p);
+        }
+      }
+    }
+  } else {
+    size_t col = 0;
+    for (size_t left = safe_groups(); left > 0; left = safe_groups()) {
+      for (; left > 0; --left, i += kLanes) {
+#pragma GCC unroll 8
+        for (int j = 0; j < kLanes; ++j) {
+          dst[i + j] = DecodeStep(x[j], col_ctx[col]);
+          col = col + 1 == row_len ? 0 : col + 1;
+          Refill(x[j], p);
+        }
+      }
+    }
+  }
+  // The rest, with bounds checks.
+  for (size_t col = i % row_len; i < n; ++i) {
+    uint32_t& xs = x[i % kLanes];
+    dst[i] = DecodeStep(xs, col_ctx[col]);
+    col = col + 1 == row_len ? 0 : col + 1;
+    if (xs < kStateLow) {
+      if (end - p < 2) return false;
+      xs = (xs << 16) | Load16(p);
+      p += 2;
+    }
+  }
+  std::copy(x, x + kLanes, states);
+  *pos = p;
+  return true;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Public API
+// ---------------------------------------------------------------------------------------------
+
+std::vector<uint8_t> RansEncode(std::span<const uint8_t> symbols, int row_len, int alphabet_bits) {
+  // Preconditions (row_len >= 1, alphabet_bits in 1..8) are clamped rather than trusted so a
+  // caller bug cannot corrupt memory; symbols.size() must be < 2^32 (counts are 32-bit).
+  row_len = std::max(row_len, 1);
+  alphabet_bits = std::clamp(alphabet_bits, 1, 8);
+  const size_t n = symbols.size();
+  const size_t rl = static_cast<size_t>(row_len);
+  const size_t cols = std::min(rl, n);
+
+  // A symbol outside the alphabet breaks the caller's contract; code it with 8-bit tables so
+  // the stream stays self-consistent and the decoder (given the caller's alphabet_bits)
+  // reports the mismatch instead of returning wrong data. The OR also keeps the histogram
+  // indexing below in bounds.
+  if ((OrAllBytes(symbols) >> alphabet_bits) != 0) alphabet_bits = 8;
+  const int alphabet = 1 << alphabet_bits;
+
+  // Histogram per finest context, levels[max_lg][context * alphabet + symbol]. The finest
+  // split is capped so that contexts average at least max(32, alphabet / 2) symbols: a context
+  // of fewer symbols than half the alphabet has a table about as large as its coded data, so
+  // only near-constant columns could gain from it, and the cap keeps the fixed cost of short
+  // streams low (every candidate split is scanned alphabet-wide).
+  const size_t min_per_context = std::max<size_t>(kMinSymbolsPerContext, alphabet / 2);
+  int max_lg = MaxContextsLog2(row_len);
+  while (max_lg > 0 && (n >> max_lg) < min_per_context) --max_lg;
+  const int max_nc = 1 << max_lg;
+  const size_t per_level = static_cast<size_t>(max_nc) * alphabet;
+  std::vector<std::vector<uint32_t>> levels(max_lg + 1);
+  {
+    // Increments of one counter back to back wait for each other through memory (on skewed
+    // data nearly every symbol is the same), so large inputs count into four copies, chosen by
+    // column, and sum them afterwards.
+    const int copies = n >= (size_t{1} << 16) ? 4 : 1;
+    std::vector<uint32_t> sub(copies * per_level, 0);
+    const uint8_t* sym = symbols.data();
+    if (max_nc == 1) {
+      size_t i = 0;
+      if (copies == 4) {
+        for (; i + 4 <= n; i += 4) {
+          ++sub[sym[i]];
+          ++sub[per_level + sym[i + 1]];
+          ++sub[2 * per_level + sym[i + 2]];
+          ++sub[3 * per_level + sym[i + 3]];
+        }
+      }
+      for (; i < n; ++i) ++sub[sym[i]];
+    } else {
+      std::vector<uint32_t> col_off(cols);
+      for (size_t c = 0; c < cols; ++c) {
+        col_off[c] = static_cast<uint32_t>((c % copies) * per_level +
+                                           ContextOfColumn(c, row_len, max_nc) * alphabet);
+      }
+      for (size_t base = 0; base < n; base += rl) {
+        const size_t m = std::min(rl, n - base);
+        const uint8_t* row = sym + base;
+        for (size_t c = 0; c < m; ++c) ++sub[col_off[c] + row[c]];
+      }
+    }
+    for (int k = 1; k < copies; ++k) {
+      for (size_t j = 0; j < per_level; ++j) sub[j] += sub[k * per_level + j];
+    }
+    sub.resize(per_level);
+    levels[max_lg] = std::move(sub);
+  }
+
+  // Symbols per finest context, from the column counts.
+  std::vector<std::vector<uint64_t>> totals(max_lg + 1);
+  totals[max_lg].assign(max_nc, 0);
+  for (size_t c = 0; c < cols; ++c) {
+    totals[max_lg][ContextOfColumn(c, row_len, max_nc)] += n / rl + (c < n % rl ? 1 : 0);
+  }
+
+  // Pick the split, coarsening pairwise (the splits nest); ties prefer fewer contexts.
+  int best_lg = 0;
+  double best_cost = HUGE_VAL;
+  for (int lg = max_lg; lg >= 0; --lg) {
+    const int nc = 1 << lg;
+    if (lg < max_lg) {
+      const uint32_t* finer = levels[lg + 1].data();
+      levels[lg].resize(static_cast<size_t>(nc) * alphabet);
+      uint32_t* coarse = levels[lg].data();
+      totals[lg].resize(nc);
+      for (int c = 0; c < nc; ++c) {
+        const uint32_t* a = finer + 2 * c * alphabet;
+        for (int s = 0; s < alphabet; ++s) coarse[c * alphabet + s] = a[s] + a[alphabet + s];
+        totals[lg][c] = totals[lg + 1][2 * c] + totals[lg + 1][2 * c + 1];
+      }
+    }
+    double cost = 0.0;
+    for (int c = 0; c < nc; ++c) {
+      cost += EstimateContextBytes(levels[lg].data() + c * alphabet, alphabet, totals[lg][c]);
+    }
+    if (cost <= best_cost) {
+      best_cost = cost;
+      best_lg = lg;
+    }
+  }
+  const int nc = 1 << best_lg;
+  const std::vector<uint32_t>& counts = levels[best_lg];
+
+  const int lanes_lg = n >= kMultiLaneMinSymbols ? kMaxLanesLog2 : 0;
+  const int lanes = 1 << lanes_lg;
+  const size_t used_lanes = std::min<size_t>(lanes, n);
+
+  // Header and tables; encoder constants per (context, symbol).
+  std::vector<uint8_t> out;  // header and tables
+  out.reserve(64 + static_cast<size_t>(nc) * 600);
+  out.push_back(kTag);
+  out.push_back(static_cast<uint8_t>(alphabet_bits | (lanes_lg << 4)));
+  out.push_back(static_cast<uint8_t>(best_lg));
+  PutVarint(out, static_cast<uint32_t>(row_len));
+  std::vector<EncSymbol> table(static_cast<size_t>(nc) * alphabet);
+  for (int c = 0; c < nc; ++c) {
+    const uint32_t* h = counts.data() + c * alphabet;
+    uint64_t total = 0;
+    for (int s = 0; s < alphabet; ++s) total += h[s];
+    uint16_t freq[256];
+    NormalizeCounts(h, alphabet, total, freq);
+    WriteTable(out, freq, alphabet);
+    uint32_t cum = 0;
+    for (int s = 0; s < alphabet; ++s) {
+      table[c * alphabet + s] = MakeEncSymbol(freq[s], cum);
+      cum += freq[s];
+    }
+  }
+  std::vector<const EncSymbol*> col_ctx(std::max<size_t>(cols, 1), table.data());
+  for (size_t c = 0; c < cols; ++c) {
+    col_ctx[c] = table.data() + ContextOfColumn(c, row_len, nc) * alphabet;
+  }
+
+  // Words are written back to front into an uninitialised scratch buffer of the worst-case
+  // size (one word per symbol; only the pages actually written get touched), then appended
+  // behind the final states, so the result is allocated once at its exact size and never
+  // zero-filled.
+  std::unique_ptr<uint8_t[]> scratch(new uint8_t[std::max<size_t>(2 * n, 2)]);
+  uint8_t* const words_end = scratch.get() + std::max<size_t>(2 * n, 2);
+  uint32_t states[8];
+  uint8_t* first = nullptr;
+  if (lanes == 8) {
+    first = EncodeAll<8>(symbols, rl, nc, col_ctx.data(), words_end, states);
+  } else {
+    first = EncodeAll<1>(symbols, rl, nc, col_ctx.data(), words_end, states);
+  }
+  std::vector<uint8_t> result;
+  result.reserve(out.size() + 4 * used_lanes + static_cast<size_t>(words_end - first));
+  result.insert(result.end(), out.begin(), out.end());
+  for (size_t j = 0; j < used_lanes; ++j) {
+    for (int b = 0; b < 4; ++b) result.push_back(static_cast<uint8_t>(states[j] >> (8 * b)));
+  }
+  result.insert(result.end(), first, words_end);
+  return result;
+}
+
+absl::Status RansDecode(std::span<const uint8_t> in, int row_len, int alphabet_bits,
+                        std::span<uint8_t> out) {
+  if (alphabet_bits < 1 || alphabet_bits > 8) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rANS: alphabet_bits ", alphabet_bits, " outside 1..8"));
+  }
+  if (row_len < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("rANS: row_len ", row_len, " < 1"));
+  }
+  const uint8_t* p = in.data();
+  const uint8_t* const end = p + in.size();
+  if (in.size() < 3) return absl::DataLossError("rANS stream truncated in its header");
+  if (p[0] != kTag) {
+    return absl::DataLossError(absl::StrCat("not a rANS stream of version 1 (tag ", p[0], ")"));
+  }
+  const int stream_bits = p[1] & 0x0f;
+  const int lanes_lg = (p[1] >> 4) & 0x0f;
+  const int ctx_lg = p[2];
+  if (stream_bits != alphabet_bits) {
+    return absl::InvalidArgumentError(absl::StrCat("rANS stream has alphabet_bits ", stream_bits,
+                                                   ", caller expects ", alphabet_bits));
+  }
+  if (lanes_lg > kMaxLanesLog2) {
+    return absl::DataLossError(absl::StrCat("rANS stream: bad lane count field ", lanes_lg));
+  }
+  if (ctx_lg > kMaxContextsLog2 || (1 << ctx_lg) > row_len) {
+    return absl::DataLossError(
+        absl::StrCat("rANS stream: bad context count 2^", ctx_lg, " for row_len ", row_len));
+  }
+  p += 3;
+  uint32_t stream_row_len;
+  if (!GetVarint(p, end, stream_row_len)) {
+    return absl::DataLossError("rANS stream truncated in its header");
+  }
+  if (stream_row_len != static_cast<uint32_t>(row_len)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rANS stream has row_len ", stream_row_len, ", caller expects ", row_len));
+  }
+  const int nc = 1 << ctx_lg;
+  const int lanes = 1 << lanes_lg;
+  const int alphabet = 1 << alphabet_bits;
+  const size_t n = out.size();
+  const size_t rl = static_cast<size_t>(row_len);
+  const size_t cols = std::min(rl, n);
+
+  // Which contexts hold symbols: all of them once a full row exists (num_contexts <= row_len
+  // makes the column -> context map onto), else those of columns 0..n-1.
+  const uint32_t used_contexts = n >= rl  ? static_cast<uint32_t>(nc)
+                                 : n == 0 ? 0
+                                          : ContextOfColumn(n - 1, row_len, nc) + 1;
+  // Left uninitialised: a used context's slots (they sum to M) and its alphabet's freq/cum
+  // entries are all written below, and nothing else is read.
+  std::unique_ptr<DecodeContext[]> contexts(
+      new DecodeContext[std::max<uint32_t>(used_contexts, 1)]);
+  for (int c = 0; c < nc; ++c) {
+    uint16_t freq[256];
+    absl::Status status = ReadTable(p, end, alphabet, c, freq);
+    if (!status.ok()) return status;
+    const bool empty = std::all_of(freq, freq + alphabet, [](uint16_t f) { return f == 0; });
+    const bool used = static_cast<uint32_t>(c) < used_contexts;
+    if (empty == used) {
+      return absl::DataLossError(absl::StrCat(
+          "rANS table ", c,
+          used ? " is empty but holds symbols" : " is not empty but holds no symbols"));
+    }
+    if (!used) continue;
+    DecodeContext& dc = contexts[c];
+    uint32_t cum = 0;
+    for (int s = 0; s < alphabet; ++s) {
+      dc.fc[s] = {freq[s], static_cast<uint16_t>(cum)};
+      if (freq[s] == 0) continue;
+      std::memset(dc.sym + cum, s, freq[s]);
+      cum += freq[s];
+    }
+  }
+
+  const size_t used_lanes = std::min<size_t>(lanes, n);
+  if (static_cast<size_t>(end - p) < 4 * used_lanes) {
+    return absl::DataLossError("rANS stream truncated in its final states");
+  }
+  uint32_t states[8];
+  for (int j = 0; j < 8; ++j) states[j] = kStateLow;
+  for (size_t j = 0; j < used_lanes; ++j, p += 4) {
+    states[j] = Load32(p);
+    if (states[j] < kStateLow) {
+      return absl::DataLossError(absl::StrCat("rANS lane ", j, " has an invalid state"));
+    }
+  }
+
+  std::vector<const DecodeContext*> col_ctx(std::max<size_t>(cols, 1), contexts.get());
+  for (size_t c = 0; c < cols; ++c) col_ctx[c] = &contexts[ContextOfColumn(c, row_len, nc)];
+  const DecodeContext* const* cc = col_ctx.data();
+  bool ok = false;
+  switch (lanes) {
+    case 1:
+      ok = DecodeAll<1>(out, rl, nc, cc, &p, end, states);
+      break;
+    case 2:
+      ok = DecodeAll<2>(out, rl, nc, cc, &p, end, states);
+      break;
+    case 4:
+      ok = DecodeAll<4>(out, rl, nc, cc, &p, end, states);
+      break;
+    default:
+      ok = DecodeAll<8>(out, rl, nc, cc, &p, end, states);
+      break;
+  }
+  if (!ok) return absl::DataLossError("rANS stream truncated: word stream ran out");
+  if (p != end) {
+    return absl::DataLossError(
+        absl::StrCat("rANS stream corrupt: ", end - p, " bytes left after the last symbol"));
+  }
+  for (int j = 0; j < lanes; ++j) {
+    if (states[j] != kStateLow) {
+      return absl::DataLossError(
+          absl::StrCat("rANS stream corrupt: lane ", j, " did not end in the initial state"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+double ContextEntropyBytes(std::span<const uint8_t> symbols, int row_len, int num_contexts) {
+  if (row_len < 1 || num_contexts < 1) return 0.0;
+  std::vector<uint32_t> hist(static_cast<size_t>(num_contexts) * 256, 0);
+  size_t col = 0;
+  for (uint8_t s : symbols) {
+    ++hist[ContextOfColumn(col, row_len, num_contexts) * 256 + s];
+    if (++col == static_cast<size_t>(row_len)) col = 0;
+  }
+  double bits = 0.0;
+  for (int c = 0; c < num_contexts; ++c) {
+    const uint32_t* h = hist.data() + static_cast<size_t>(c) * 256;
+    uint64_t total = 0;
+    for (int s = 0; s < 256; ++s) total += h[s];
+    bits += HistogramBits(h, 256, total);
+  }
+  return bits / 8.0;
+}
+
+int RansNumContexts(std::span<const uint8_t> encoded) {
+  if (encoded.size() < 3 || encoded[0] != kTag || encoded[2] > kMaxContextsLog2) return 0;
+  return 1 << encoded[2];
+}
+
+}  // namespace kvcodec

@@ -16,7 +16,10 @@
 
 namespace kvcodec {
 
-// symbols[i] < (1 << alphabet_bits); alphabet_bits in 1..8; row_len >= 1.
+// symbols[i] < (1 << alphabet_bits); alphabet_bits in 1..8; row_len >= 1; fewer than 2^32
+// symbols. The stream format is documented at the top of rans.cc. Out-of-range arguments are
+// clamped, and a symbol outside the alphabet makes the stream use 8-bit tables, so decoding
+// with the caller's alphabet_bits then fails instead of returning wrong data.
 std::vector<uint8_t> RansEncode(std::span<const uint8_t> symbols, int row_len, int alphabet_bits);
 
 // Decodes exactly out.size() symbols. Any malformed input returns an error, never reads out of

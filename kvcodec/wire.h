@@ -27,8 +27,9 @@ class ByteWriter {
     }
     out_->push_back(static_cast<uint8_t>(v));
   }
-  void Bytes(std::span<const uint8_t> b) { out_->insert(out_->end(), b.begin(), b.end()); }
-  void Bytes(std::string_view s) { out_->insert(out_->end(), s.begin(), s.end()); }
+  // resize + memcpy rather than insert: GCC 12 reports a false -Wstringop-overflow on insert.
+  void Bytes(std::span<const uint8_t> b) { Append(b.data(), b.size()); }
+  void Bytes(std::string_view s) { Append(s.data(), s.size()); }
   size_t size() const { return out_->size(); }
   // Overwrites a previously written u32 at `offset` (for lengths known only afterwards).
   void PatchU32(size_t offset, uint32_t v) {
@@ -36,6 +37,12 @@ class ByteWriter {
   }
 
  private:
+  void Append(const void* data, size_t n) {
+    if (n == 0) return;
+    const size_t at = out_->size();
+    out_->resize(at + n);
+    std::memcpy(out_->data() + at, data, n);
+  }
   void Fixed(uint64_t v, int n) {
     for (int i = 0; i < n; ++i) out_->push_back(static_cast<uint8_t>(v >> (8 * i)));
   }
