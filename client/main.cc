@@ -2,11 +2,18 @@
 // Exit codes: 0 success, 1 the job failed, 2 bad command line.
 #include <CLI/CLI.hpp>
 
+#include <malloc.h>
+
 #include <cstdio>
 
 #include "bench/codec_bench.h"
 
 int main(int argc, char** argv) {
+  // Caches and frames are hundreds of MB and are allocated per request. Keeping freed memory in
+  // the heap instead of returning it to the kernel avoids re-faulting every page each time
+  // (measured: page faults dominated encode time of the raw preset).
+  mallopt(M_MMAP_THRESHOLD, 1 << 30);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
   CLI::App app{"kvwire: compressed KV-cache transfer between LLM prefill and decode nodes"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "kvwire 0.1.0");

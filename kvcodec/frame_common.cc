@@ -2,6 +2,8 @@
 
 #include <zstd.h>
 
+#include <memory>
+
 #include "absl/strings/str_cat.h"
 #include "kvcodec/rans.h"
 
@@ -135,12 +137,43 @@ absl::Status Unzstd(std::span<const uint8_t> in, std::span<uint8_t> out, absl::s
 
 }  // namespace
 
+namespace {
+
+bool UsePlanes(int row_len, int element_size) {
+  return element_size > 1 && row_len % element_size == 0;
+}
+
+// Per row: element bytes -> byte planes (to_planes) or back.
+void PlaneShuffle(std::span<const uint8_t> in, int row_len, int element_size, bool to_planes,
+                  std::span<uint8_t> out) {
+  const size_t rows = in.size() / row_len, n = row_len / element_size;
+  for (size_t r = 0; r < rows; ++r) {
+    const uint8_t* src = in.data() + r * row_len;
+    uint8_t* dst = out.data() + r * row_len;
+    for (size_t i = 0; i < n; ++i) {
+      for (int b = 0; b < element_size; ++b) {
+        if (to_planes) dst[b * n + i] = src[i * element_size + b];
+        else dst[i * element_size + b] = src[b * n + i];
+      }
+    }
+  }
+}
+
+}  // namespace
+
 void WriteByteStream(ByteWriter& w, std::span<const uint8_t> data, int row_len, EntropyCoder coder,
-                     int zstd_level) {
+                     int zstd_level, int element_size) {
   switch (coder) {
     case EntropyCoder::kNone: return WriteStored(w, data);
     case EntropyCoder::kZstd: return WriteBest(w, StreamMethod::kZstd, data, Zstd(data, zstd_level));
-    case EntropyCoder::kRans: return WriteBest(w, StreamMethod::kRans, data, RansEncode(data, row_len, 8));
+    case EntropyCoder::kRans: {
+      if (!UsePlanes(row_len, element_size) || data.size() % row_len != 0) {
+        return WriteBest(w, StreamMethod::kRans, data, RansEncode(data, std::max(row_len, 1), 8));
+      }
+      std::vector<uint8_t> planes(data.size());
+      PlaneShuffle(data, row_len, element_size, true, planes);
+      return WriteBest(w, StreamMethod::kRans, data, RansEncode(planes, row_len, 8));
+    }
   }
 }
 
@@ -167,7 +200,7 @@ void WriteCodeStream(ByteWriter& w, std::span<const uint8_t> codes, int head_dim
 }
 
 absl::Status ReadByteStream(ByteReader& r, int row_len, std::span<uint8_t> out,
-                            absl::string_view what) {
+                            absl::string_view what, int element_size) {
   StreamHead h;
   KVC_RETURN_IF_ERROR(ReadHead(r, out.size(), what, &h));
   switch (h.method) {
@@ -176,8 +209,11 @@ absl::Status ReadByteStream(ByteReader& r, int row_len, std::span<uint8_t> out,
       return absl::OkStatus();
     case StreamMethod::kZstd: return Unzstd(h.data, out, what);
     case StreamMethod::kRans: {
-      absl::Status s = RansDecode(h.data, std::max(row_len, 1), 8, out);
+      const bool planes = UsePlanes(row_len, element_size) && out.size() % row_len == 0;
+      std::vector<uint8_t> buf(planes ? out.size() : 0);
+      absl::Status s = RansDecode(h.data, std::max(row_len, 1), 8, planes ? std::span<uint8_t>(buf) : out);
       if (!s.ok()) return absl::DataLossError(absl::StrCat(what, ": ", s.message()));
+      if (planes) PlaneShuffle(buf, row_len, element_size, false, out);
       return absl::OkStatus();
     }
   }
@@ -193,7 +229,8 @@ absl::Status ReadCodeStream(ByteReader& r, int head_dim, int bits, std::span<uin
     const int k = CodesPerSymbol(bits);
     const size_t row_len = (head_dim + k - 1) / k;
     const size_t rows = head_dim ? out.size() / head_dim : 0;
-    std::vector<uint8_t> symbols(rows * row_len);
+    std::unique_ptr<uint8_t[]> symbol_buf(new uint8_t[rows * row_len]);  // fully written by RansDecode
+    std::span<uint8_t> symbols(symbol_buf.get(), rows * row_len);
     absl::Status s = RansDecode(h.data, std::max<int>(row_len, 1), std::min(8, k * bits), symbols);
     if (!s.ok()) return absl::DataLossError(absl::StrCat(what, ": ", s.message()));
     SymbolsToCodes(symbols, rows, head_dim, bits, out);

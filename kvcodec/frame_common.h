@@ -36,15 +36,17 @@ void SymbolsToCodes(std::span<const uint8_t> symbols, size_t rows, int head_dim,
                     std::span<uint8_t> codes);
 
 // Writes one stream of byte data (values or params), choosing the configured coder or stored.
+// For rANS, rows of multi-byte elements are coded as byte planes (every element's byte 0, then
+// byte 1, ...) so that contexts can separate exponent bytes from mantissa bytes.
 void WriteByteStream(ByteWriter& w, std::span<const uint8_t> data, int row_len,
-                     EntropyCoder coder, int zstd_level);
+                     EntropyCoder coder, int zstd_level, int element_size = 1);
 // Writes one stream of codes of `bits` bits, rows of head_dim codes.
 void WriteCodeStream(ByteWriter& w, std::span<const uint8_t> codes, int head_dim, int bits,
                      EntropyCoder coder, int zstd_level);
 
 // Reads a byte stream whose stored form must be exactly out.size() bytes.
 absl::Status ReadByteStream(ByteReader& r, int row_len, std::span<uint8_t> out,
-                            absl::string_view what);
+                            absl::string_view what, int element_size = 1);
 // Reads a code stream of out.size() codes (rows of head_dim) of `bits` bits.
 absl::Status ReadCodeStream(ByteReader& r, int head_dim, int bits, std::span<uint8_t> out,
                             absl::string_view what);

@@ -296,10 +296,16 @@ absl::Status FrameDecoder::Feed(std::span<const uint8_t> bytes) {
     if (bytes.empty()) return absl::OkStatus();
     return m.Fail(absl::DataLossError("bytes after the end of the frame"));
   }
-  m.pending.insert(m.pending.end(), bytes.begin(), bytes.end());
+  // Parse straight from the caller's bytes when nothing is buffered (the common case of whole
+  // chunks arriving); only an incomplete record's bytes are copied and kept.
+  std::span<const uint8_t> source = bytes;
+  if (!m.pending.empty()) {
+    m.pending.insert(m.pending.end(), bytes.begin(), bytes.end());
+    source = m.pending;
+  }
   size_t offset = 0;
   while (m.state != Impl::State::kDone) {
-    std::span<const uint8_t> in(m.pending.data() + offset, m.pending.size() - offset);
+    std::span<const uint8_t> in = source.subspan(offset);
     size_t used = 0;
     absl::Status s = m.state == Impl::State::kHeader ? m.ParseHeader(in, &used) : m.ParseChunk(in, &used);
     if (!s.ok()) return m.Fail(s);
@@ -308,9 +314,13 @@ absl::Status FrameDecoder::Feed(std::span<const uint8_t> bytes) {
     offset += used;
     m.consumed += used;
   }
-  m.pending.erase(m.pending.begin(), m.pending.begin() + offset);
-  if (m.state == Impl::State::kDone && !m.pending.empty()) {
+  if (m.state == Impl::State::kDone && offset != source.size()) {
     return m.Fail(absl::DataLossError("bytes after the end of the frame"));
+  }
+  if (m.pending.empty()) {
+    m.pending.assign(source.begin() + offset, source.end());
+  } else {
+    m.pending.erase(m.pending.begin(), m.pending.begin() + offset);
   }
   return absl::OkStatus();
 }

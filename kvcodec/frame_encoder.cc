@@ -262,16 +262,23 @@ absl::StatusOr<std::vector<uint8_t>> EncodeFrame(const CacheShape& shape, const 
   }
   auto enc = FrameEncoder::Create(shape, config, model_fingerprint, positions);
   if (!enc.ok()) return enc.status();
-  std::vector<uint8_t> frame = (*enc)->Header();
+  // Records are concatenated once at the end so the frame is copied exactly once.
+  std::vector<std::vector<uint8_t>> records;
+  records.push_back((*enc)->Header());
   for (int c = 0; c < (*enc)->num_chunks(); ++c) {
     const auto [first, count] = (*enc)->chunk_layers(c);
     auto chunk = (*enc)->EncodeChunk(c, layers.subspan(first, count),
                                      std::span(selection.kept).subspan(first, count));
     if (!chunk.ok()) return chunk.status();
-    frame.insert(frame.end(), chunk->begin(), chunk->end());
+    records.push_back(*std::move(chunk));
   }
-  const std::vector<uint8_t> trailer = (*enc)->Trailer();
-  frame.insert(frame.end(), trailer.begin(), trailer.end());
+  records.push_back((*enc)->Trailer());
+  size_t total = 0;
+  for (const auto& r : records) total += r.size();
+  std::vector<uint8_t> frame;
+  frame.reserve(total);
+  ByteWriter w(&frame);
+  for (const auto& r : records) w.Bytes(r);
   if (accounting != nullptr) *accounting = (*enc)->accounting();
   return frame;
 }

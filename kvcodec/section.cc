@@ -131,7 +131,7 @@ absl::Status EncodeSection(ByteWriter& w, const CacheShape& shape, const QuantSp
           buf.insert(buf.end(), src, src + row);
         }
       }
-      account(&bytes->payload, [&] { WriteByteStream(w, buf, static_cast<int>(row), coder, level); });
+      account(&bytes->payload, [&] { WriteByteStream(w, buf, static_cast<int>(row), coder, level, static_cast<int>(esize)); });
       break;
     }
     case ValueCoding::kFloat16:
@@ -140,7 +140,7 @@ absl::Status EncodeSection(ByteWriter& w, const CacheShape& shape, const QuantSp
       std::vector<uint16_t> halves(scratch.size());
       const DType as = spec.coding == ValueCoding::kFloat16 ? DType::kFloat16 : DType::kBFloat16;
       FromFloat(scratch.data(), scratch.size(), as, halves.data());
-      account(&bytes->payload, [&] { WriteByteStream(w, AsBytes(halves), 2 * d, coder, level); });
+      account(&bytes->payload, [&] { WriteByteStream(w, AsBytes(halves), 2 * d, coder, level, 2); });
       break;
     }
     case ValueCoding::kInt8:
@@ -192,12 +192,14 @@ absl::Status DecodeSection(ByteReader& r, const CacheShape& shape, const QuantSp
   const SectionShape sshape = ShapeOf(shape, kept);
   const size_t n = sshape.num_elements();
   const int d = shape.head_dim;
-  std::vector<float> values(n);
+  // Every element is written by the decoder below before it is read, so skip zero-filling.
+  std::unique_ptr<float[]> values_buf(new float[n]);
+  std::span<float> values(values_buf.get(), n);
   switch (spec.coding) {
     case ValueCoding::kRaw: {
       const size_t esize = DTypeSize(shape.dtype);
       std::vector<uint8_t> buf(n * esize);
-      KVC_RETURN_IF_ERROR(ReadByteStream(r, static_cast<int>(d * esize), buf, "values"));
+      KVC_RETURN_IF_ERROR(ReadByteStream(r, static_cast<int>(d * esize), buf, "values", static_cast<int>(esize)));
       out->resize(kept.size());
       size_t offset = 0;
       for (size_t h = 0; h < kept.size(); ++h) {
@@ -211,7 +213,7 @@ absl::Status DecodeSection(ByteReader& r, const CacheShape& shape, const QuantSp
     case ValueCoding::kBFloat16: {
       std::vector<uint16_t> halves(n);
       KVC_RETURN_IF_ERROR(ReadByteStream(
-          r, 2 * d, {reinterpret_cast<uint8_t*>(halves.data()), n * 2}, "values"));
+          r, 2 * d, {reinterpret_cast<uint8_t*>(halves.data()), n * 2}, "values", 2));
       ToFloat(halves.data(), spec.coding == ValueCoding::kFloat16 ? DType::kFloat16 : DType::kBFloat16,
               n, values.data());
       break;
