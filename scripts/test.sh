@@ -4,6 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-if [[ -x scripts/fetch_test_data.sh ]]; then scripts/fetch_test_data.sh; fi
 cd build
 ctest --output-on-failure -j"$(nproc)" --timeout 1500
