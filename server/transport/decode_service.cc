@@ -1,0 +1,220 @@
+#include "server/transport/decode_service.h"
+
+#include <algorithm>
+#include <optional>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "server/transport/frame_receiver.h"
+
+namespace kvwire::transport {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double SecondsSince(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+}  // namespace
+
+grpc::Status ToGrpcStatus(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+}
+
+absl::Status FromGrpcStatus(const grpc::Status& status) {
+  if (status.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
+}
+
+void ConfigureServerBuilder(grpc::ServerBuilder& builder) {
+  builder.SetMaxReceiveMessageSize(kMaxReceiveMessageBytes);
+}
+
+void FillFrameStats(const kvcodec::FrameInfo& info, std::span<const kvcodec::DecodedLayer> layers,
+                    uint64_t wire_bytes, kvwire::v1::RequestStats* stats) {
+  const uint64_t elements = info.shape.num_elements();
+  uint64_t kept_elements = 0;
+  for (const kvcodec::DecodedLayer& layer : layers) {
+    for (const std::vector<int32_t>& head : layer.kept) {
+      kept_elements += 2ull * head.size() * static_cast<uint64_t>(info.shape.head_dim);
+    }
+  }
+  stats->set_raw_bytes(elements * 2);
+  stats->set_wire_bytes(wire_bytes);
+  stats->set_bits_per_element(elements ? 8.0 * static_cast<double>(wire_bytes) / elements : 0);
+  stats->set_kept_fraction(elements ? static_cast<double>(kept_elements) / elements : 0);
+  stats->set_num_layers(info.shape.num_layers);
+  stats->set_num_tokens(info.shape.num_tokens);
+}
+
+// One upload. Reads are strictly sequential (one outstanding StartRead), so OnReadDone calls never
+// overlap and need no lock. Deleted by gRPC's OnDone after Finish.
+class DecodeNodeService::Reactor final : public grpc::ServerReadReactor<kvwire::v1::CacheUpload> {
+ public:
+  Reactor(DecodeNodeService* service, grpc::CallbackServerContext* context,
+          kvwire::v1::GenerateReply* reply)
+      : service_(service), context_(context), reply_(reply) {
+    StartRead(&message_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {  // the client half-closed (or the call was cancelled)
+      EndOfStream();
+      return;
+    }
+    switch (message_.kind_case()) {
+      case kvwire::v1::CacheUpload::kHeader:
+        if (header_) {
+          return Fail(absl::InvalidArgumentError("a second UploadHeader in one upload"));
+        }
+        return OnHeader();
+      case kvwire::v1::CacheUpload::kChunk:
+        if (!header_) {
+          return Fail(absl::InvalidArgumentError(
+              "the first message of an upload must be an UploadHeader"));
+        }
+        return OnChunk();
+      default:
+        return Fail(absl::InvalidArgumentError("CacheUpload with neither header nor chunk"));
+    }
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  void OnHeader() {
+    header_.emplace(std::move(*message_.mutable_header()));
+    const std::string& node_fp = service_->options_.model_fingerprint;
+    const std::string& header_fp = header_->model_fingerprint();
+    if (!node_fp.empty() && !header_fp.empty() && node_fp != header_fp) {
+      return Fail(absl::FailedPreconditionError(absl::StrCat(
+          "model fingerprint mismatch: upload is for '", header_fp, "', this node serves '",
+          node_fp, "'")));
+    }
+    receiver_.emplace(service_->options_.limits, node_fp.empty() ? header_fp : node_fp);
+    started_ = Clock::now();
+    StartRead(&message_);
+  }
+
+  void OnChunk() {
+    absl::Status s = receiver_->Accept(message_.chunk().frame_bytes());
+    if (!s.ok()) return Fail(s);
+    for (kvcodec::DecodedLayer& layer : receiver_->TakeLayers()) layers_.push_back(std::move(layer));
+    StartRead(&message_);
+  }
+
+  void EndOfStream() {
+    if (!header_) {
+      return Fail(absl::InvalidArgumentError("upload ended without an UploadHeader"));
+    }
+    absl::Status s = receiver_->Finish();
+    if (!s.ok()) return Fail(s);
+    const double transfer_seconds = SecondsSince(started_);
+    // Generation may take long: run the consumer off the gRPC callback thread.
+    service_->ConsumerStarted();
+    std::thread([this, transfer_seconds] { Complete(transfer_seconds); }).detach();
+  }
+
+  void Complete(double transfer_seconds) {
+    DecodeNodeService* service = service_;
+    const kvcodec::FrameInfo& info = *receiver_->info();
+    kvwire::v1::RequestStats stats;
+    FillFrameStats(info, layers_, receiver_->bytes_received(), &stats);
+    grpc::Status status;
+    if (context_->IsCancelled()) {
+      // The client gave up (deadline, cancellation) while the frame was in flight.
+      status = grpc::Status(grpc::StatusCode::CANCELLED, "upload cancelled before generation");
+    } else if (service->options_.consumer == nullptr) {
+      reply_->set_request_id(header_->request_id());
+      reply_->set_codec_config(info.config_text);
+      reply_->set_model_fingerprint(info.model_fingerprint);
+    } else {
+      absl::StatusOr<kvwire::v1::GenerateReply> result =
+          service->options_.consumer->Consume(info, std::move(layers_), *header_);
+      if (result.ok()) {
+        *reply_ = *std::move(result);
+        if (reply_->request_id().empty()) reply_->set_request_id(header_->request_id());
+      } else {
+        status = ToGrpcStatus(result.status());
+      }
+    }
+    if (status.ok()) {
+      // Prefill-side figures, then the consumer's, then what the transport measured.
+      kvwire::v1::RequestStats merged = header_->prefill_stats();
+      merged.MergeFrom(reply_->stats());
+      merged.MergeFrom(stats);
+      merged.set_transfer_seconds(transfer_seconds);
+      merged.set_rebuild_seconds(receiver_->decode_seconds());
+      *reply_->mutable_stats() = std::move(merged);
+    }
+    Finish(status);  // `this` may be deleted from here on
+    service->ConsumerDone();
+  }
+
+  void Fail(const absl::Status& status) { Finish(ToGrpcStatus(status)); }
+
+  DecodeNodeService* const service_;
+  grpc::CallbackServerContext* const context_;
+  kvwire::v1::GenerateReply* const reply_;
+  kvwire::v1::CacheUpload message_;
+  std::optional<kvwire::v1::UploadHeader> header_;
+  std::optional<FrameReceiver> receiver_;
+  std::vector<kvcodec::DecodedLayer> layers_;
+  Clock::time_point started_;
+};
+
+DecodeNodeService::DecodeNodeService(DecodeServiceOptions options) : options_(std::move(options)) {}
+
+DecodeNodeService::~DecodeNodeService() {
+  std::unique_lock<std::mutex> lock(mu_);
+  idle_.wait(lock, [this] { return running_consumers_ == 0; });
+}
+
+void DecodeNodeService::ConsumerStarted() {
+  std::lock_guard<std::mutex> lock(mu_);
+  ++running_consumers_;
+}
+
+void DecodeNodeService::ConsumerDone() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (--running_consumers_ == 0) idle_.notify_all();
+}
+
+grpc::ServerReadReactor<kvwire::v1::CacheUpload>* DecodeNodeService::Generate(
+    grpc::CallbackServerContext* context, kvwire::v1::GenerateReply* reply) {
+  return new Reactor(this, context, reply);
+}
+
+absl::Status SendFrame(kvwire::v1::DecodeNode::StubInterface& stub,
+                       const kvwire::v1::UploadHeader& header, std::span<const uint8_t> frame,
+                       size_t chunk_size, std::chrono::system_clock::time_point deadline,
+                       kvwire::v1::GenerateReply* reply) {
+  if (chunk_size == 0 || chunk_size > kMaxSliceBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("chunk_size must be in [1, ", kMaxSliceBytes, "], got ", chunk_size));
+  }
+  grpc::ClientContext context;
+  context.set_deadline(deadline);
+  kvwire::v1::GenerateReply local_reply;
+  std::unique_ptr<grpc::ClientWriterInterface<kvwire::v1::CacheUpload>> writer =
+      stub.Generate(&context, &local_reply);
+  kvwire::v1::CacheUpload message;
+  *message.mutable_header() = header;
+  bool open = writer->Write(message);
+  for (size_t offset = 0; open && offset < frame.size(); offset += chunk_size) {
+    const size_t n = std::min(chunk_size, frame.size() - offset);
+    message.mutable_chunk()->set_frame_bytes(frame.data() + offset, n);
+    open = writer->Write(message);
+  }
+  // A failed Write means the server already finished the call (e.g. a rejected chunk); Finish
+  // reports its status.
+  if (open) writer->WritesDone();
+  absl::Status status = FromGrpcStatus(writer->Finish());
+  if (status.ok() && reply != nullptr) *reply = std::move(local_reply);
+  return status;
+}
+
+}  // namespace kvwire::transport

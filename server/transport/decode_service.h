@@ -1,0 +1,92 @@
+// The DecodeNode gRPC service (callback API) and the matching client-side sender.
+//
+// Server: DecodeNodeService::Generate reads CacheUpload{header}, then CacheUpload{chunk}s, feeds
+// the chunks to a FrameReceiver as they arrive (layers are verified and rebuilt while later ones
+// are in flight) and, once the client half-closes after the frame's trailer, hands the frame to
+// a CacheConsumer (the generation engine, attached later; this library does not depend on
+// libtorch). The consumer runs on its own thread, never on a gRPC callback thread. The reply's
+// statistics are filled with what the transport measured (bytes, bits per element, kept
+// fraction, transfer and rebuild times) on top of the consumer's and the prefill node's.
+//
+// Status codes: see proto/kvwire.proto. Register the service on a grpc::ServerBuilder that went
+// through ConfigureServerBuilder() so the receive message limit is the deliberate 8 MiB.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "grpcpp/grpcpp.h"
+#include "kvcodec/kvcodec.h"
+#include "proto/kvwire.grpc.pb.h"
+#include "proto/kvwire.pb.h"
+
+namespace kvwire::transport {
+
+// Consumes a fully received and verified frame. Implementations may block (generation); they
+// run on a thread of their own. Called at most once per upload, and never for a bad upload.
+class CacheConsumer {
+ public:
+  virtual ~CacheConsumer() = default;
+  virtual absl::StatusOr<kvwire::v1::GenerateReply> Consume(
+      const kvcodec::FrameInfo& info, std::vector<kvcodec::DecodedLayer> layers,
+      const kvwire::v1::UploadHeader& header) = 0;
+};
+
+struct DecodeServiceOptions {
+  // The model this node serves. Non-empty: frames (and upload headers) naming another model are
+  // rejected with FAILED_PRECONDITION. Empty: the upload header's fingerprint, if any, is used.
+  std::string model_fingerprint;
+  kvcodec::DecodeLimits limits;
+  // Not owned; must outlive the service. Null: reply with the frame's statistics only.
+  CacheConsumer* consumer = nullptr;
+};
+
+// Fills the transport's fields of `stats` for a frame of `wire_bytes` bytes whose layers are
+// `layers`: raw_bytes, wire_bytes, bits_per_element, kept_fraction, num_layers, num_tokens.
+void FillFrameStats(const kvcodec::FrameInfo& info, std::span<const kvcodec::DecodedLayer> layers,
+                    uint64_t wire_bytes, kvwire::v1::RequestStats* stats);
+
+// absl <-> gRPC statuses (the codes are numerically identical).
+grpc::Status ToGrpcStatus(const absl::Status& status);
+absl::Status FromGrpcStatus(const grpc::Status& status);
+
+// Sets the server-wide limits the transport relies on (max receive message size).
+void ConfigureServerBuilder(grpc::ServerBuilder& builder);
+
+class DecodeNodeService final : public kvwire::v1::DecodeNode::CallbackService {
+ public:
+  explicit DecodeNodeService(DecodeServiceOptions options);
+  // Waits for consumers still running (shut the server down first).
+  ~DecodeNodeService() override;
+
+  grpc::ServerReadReactor<kvwire::v1::CacheUpload>* Generate(
+      grpc::CallbackServerContext* context, kvwire::v1::GenerateReply* reply) override;
+
+ private:
+  class Reactor;
+  void ConsumerStarted();
+  void ConsumerDone();
+
+  const DecodeServiceOptions options_;
+  std::mutex mu_;
+  std::condition_variable idle_;
+  int running_consumers_ = 0;
+};
+
+// Client side: uploads `frame` to a DecodeNode as `header` followed by slices of at most
+// `chunk_size` bytes (1 <= chunk_size <= kMaxSliceBytes), then half-closes and waits for the
+// reply. Returns the call's status (gRPC codes carried over) and, if OK, fills `reply`.
+absl::Status SendFrame(kvwire::v1::DecodeNode::StubInterface& stub,
+                       const kvwire::v1::UploadHeader& header, std::span<const uint8_t> frame,
+                       size_t chunk_size, std::chrono::system_clock::time_point deadline,
+                       kvwire::v1::GenerateReply* reply);
+
+}  // namespace kvwire::transport

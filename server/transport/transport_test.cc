@@ -1,0 +1,330 @@
+// DecodeNode service end to end: a real gRPC server on 127.0.0.1 (OS-chosen port) in process,
+// frames encoded from synthetic caches, uploaded with SendFrame.
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "kvcodec/kvcodec.h"
+#include "kvcodec/synthetic.h"
+#include "server/transport/decode_service.h"
+#include "server/transport/frame_receiver.h"
+
+namespace kvwire::transport {
+namespace {
+
+using ::testing::HasSubstr;
+using kvwire::v1::CacheUpload;
+using kvwire::v1::GenerateReply;
+using kvwire::v1::UploadHeader;
+
+constexpr char kModel[] = "model-A";
+
+kvcodec::CacheShape Shape(int layers = 4) {
+  return {.num_layers = layers, .num_kv_heads = 2, .head_dim = 64, .num_tokens = 200,
+          .dtype = kvcodec::DType::kBFloat16};
+}
+
+std::vector<uint8_t> Encode(const kvcodec::SyntheticCache& cache, std::string_view config_text,
+                            std::string_view fingerprint = kModel) {
+  auto config = kvcodec::CodecConfig::Parse(config_text);
+  EXPECT_TRUE(config.ok()) << config.status();
+  auto frame = kvcodec::EncodeFrame(cache.shape, *config, fingerprint, cache.positions,
+                                    cache.views(), kvcodec::Selection::KeepAll(cache.shape));
+  EXPECT_TRUE(frame.ok()) << frame.status();
+  return *frame;
+}
+
+std::chrono::system_clock::time_point In(std::chrono::milliseconds ms) {
+  return std::chrono::system_clock::now() + ms;
+}
+
+// Records what it is given; optionally sleeps to simulate generation.
+class RecordingConsumer : public CacheConsumer {
+ public:
+  explicit RecordingConsumer(std::chrono::milliseconds delay = {}) : delay_(delay) {}
+
+  absl::StatusOr<GenerateReply> Consume(const kvcodec::FrameInfo& info,
+                                        std::vector<kvcodec::DecodedLayer> layers,
+                                        const UploadHeader& header) override {
+    if (delay_.count() > 0) std::this_thread::sleep_for(delay_);
+    std::lock_guard<std::mutex> lock(mu_);
+    ++calls_;
+    last_info_ = info;
+    last_layers_ = std::move(layers);
+    GenerateReply reply;
+    reply.set_text(absl::StrCat("answer for ", header.request_id()));
+    reply.mutable_stats()->set_generated_tokens(3);
+    return reply;
+  }
+
+  int calls() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return calls_;
+  }
+  std::vector<kvcodec::DecodedLayer> last_layers() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return last_layers_;
+  }
+
+ private:
+  const std::chrono::milliseconds delay_;
+  std::mutex mu_;
+  int calls_ = 0;
+  kvcodec::FrameInfo last_info_;
+  std::vector<kvcodec::DecodedLayer> last_layers_;
+};
+
+// A DecodeNode on 127.0.0.1:<free port> and a stub connected to it.
+class TestServer {
+ public:
+  explicit TestServer(DecodeServiceOptions options) : service_(std::move(options)) {
+    grpc::ServerBuilder builder;
+    ConfigureServerBuilder(builder);
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
+    builder.RegisterService(&service_);
+    server_ = builder.BuildAndStart();
+    EXPECT_NE(server_, nullptr);
+    EXPECT_GT(port_, 0);
+    channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(port_),
+                                   grpc::InsecureChannelCredentials());
+    stub_ = kvwire::v1::DecodeNode::NewStub(channel_);
+  }
+  ~TestServer() { server_->Shutdown(In(std::chrono::milliseconds(2000))); }
+
+  kvwire::v1::DecodeNode::Stub& stub() { return *stub_; }
+
+ private:
+  DecodeNodeService service_;
+  int port_ = 0;
+  std::unique_ptr<grpc::Server> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<kvwire::v1::DecodeNode::Stub> stub_;
+};
+
+UploadHeader Header(std::string request_id, std::string fingerprint = kModel) {
+  UploadHeader header;
+  header.set_request_id(std::move(request_id));
+  header.set_model_fingerprint(std::move(fingerprint));
+  header.set_prompt_tokens(200);
+  header.mutable_prefill_stats()->set_prefill_seconds(0.25);
+  return header;
+}
+
+TEST(FrameReceiverTest, AcceptsSlicesCutAnywhere) {
+  const kvcodec::SyntheticCache cache = kvcodec::MakeSyntheticCache(Shape(), 1);
+  const std::vector<uint8_t> frame = Encode(cache, "plan=*:int4;entropy=rans;chunk=2");
+  FrameReceiver receiver({}, kModel);
+  int layers = 0;
+  for (size_t off = 0; off < frame.size(); off += 777) {
+    const size_t n = std::min<size_t>(777, frame.size() - off);
+    ASSERT_TRUE(receiver.Accept(std::span(frame).subspan(off, n)).ok());
+    layers += static_cast<int>(receiver.TakeLayers().size());
+  }
+  EXPECT_TRUE(receiver.complete());
+  EXPECT_TRUE(receiver.Finish().ok());
+  EXPECT_EQ(layers, 4);
+  EXPECT_EQ(receiver.layers_taken(), 4);
+  EXPECT_EQ(receiver.bytes_received(), frame.size());
+}
+
+TEST(DecodeServiceTest, ValidRawFrameArrivesBitExact) {
+  RecordingConsumer consumer;
+  TestServer server({.model_fingerprint = kModel, .consumer = &consumer});
+  const kvcodec::SyntheticCache cache = kvcodec::MakeSyntheticCache(Shape(), 2);
+  const std::vector<uint8_t> frame = Encode(cache, "plan=*:raw");
+
+  GenerateReply reply;
+  absl::Status s = SendFrame(server.stub(), Header("req-1"), frame, 10000,
+                             In(std::chrono::seconds(5)), &reply);
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(consumer.calls(), 1);
+  EXPECT_EQ(reply.text(), "answer for req-1");
+  EXPECT_EQ(reply.request_id(), "req-1");
+  EXPECT_EQ(reply.stats().wire_bytes(), frame.size());
+  EXPECT_EQ(reply.stats().raw_bytes(), cache.shape.num_elements() * 2);
+  EXPECT_EQ(reply.stats().num_layers(), 4);
+  EXPECT_EQ(reply.stats().num_tokens(), 200);
+  EXPECT_DOUBLE_EQ(reply.stats().kept_fraction(), 1.0);
+  EXPECT_NEAR(reply.stats().bits_per_element(), 8.0 * frame.size() / cache.shape.num_elements(),
+              1e-12);
+  EXPECT_GT(reply.stats().bits_per_element(), 16.0);  // raw bf16 plus framing
+  EXPECT_EQ(reply.stats().generated_tokens(), 3);     // the consumer's
+  EXPECT_DOUBLE_EQ(reply.stats().prefill_seconds(), 0.25);  // the prefill node's
+  EXPECT_GT(reply.stats().transfer_seconds(), 0);
+
+  const std::vector<kvcodec::DecodedLayer> layers = consumer.last_layers();
+  ASSERT_EQ(layers.size(), 4u);
+  const size_t row = 64 * 2;                       // head_dim * sizeof(bf16)
+  const size_t head_bytes = row * 200;
+  for (int l = 0; l < 4; ++l) {
+    EXPECT_EQ(layers[l].layer, l);
+    ASSERT_EQ(layers[l].keys.size(), 2u);
+    for (int h = 0; h < 2; ++h) {
+      ASSERT_EQ(layers[l].keys[h].size(), head_bytes);
+      ASSERT_EQ(layers[l].values[h].size(), head_bytes);
+      EXPECT_EQ(0, std::memcmp(layers[l].keys[h].data(), cache.keys[l].data() + h * head_bytes,
+                               head_bytes)) << "layer " << l << " head " << h << " keys";
+      EXPECT_EQ(0, std::memcmp(layers[l].values[h].data(),
+                               cache.values[l].data() + h * head_bytes, head_bytes))
+          << "layer " << l << " head " << h << " values";
+    }
+  }
+}
+
+TEST(DecodeServiceTest, WithoutConsumerRepliesWithFrameStatistics) {
+  TestServer server({.model_fingerprint = kModel});
+  const kvcodec::SyntheticCache cache = kvcodec::MakeSyntheticCache(Shape(), 3);
+  const std::vector<uint8_t> frame = Encode(cache, "plan=*:int4;entropy=rans");
+  GenerateReply reply;
+  absl::Status s = SendFrame(server.stub(), Header("req-2"), frame, kMaxSliceBytes,
+                             In(std::chrono::seconds(5)), &reply);
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(reply.request_id(), "req-2");
+  EXPECT_EQ(reply.model_fingerprint(), kModel);
+  EXPECT_THAT(reply.codec_config(), HasSubstr("int4"));
+  EXPECT_EQ(reply.stats().wire_bytes(), frame.size());
+  EXPECT_LT(reply.stats().bits_per_element(), 8.0);
+}
+
+TEST(DecodeServiceTest, CorruptChunkIsDataLossAndNotConsumed) {
+  RecordingConsumer consumer;
+  TestServer server({.model_fingerprint = kModel, .consumer = &consumer});
+  const kvcodec::SyntheticCache cache = kvcodec::MakeSyntheticCache(Shape(), 4);
+  std::vector<uint8_t> frame = Encode(cache, "plan=*:int8");
+  frame[frame.size() / 2] ^= 0x40;
+  absl::Status s = SendFrame(server.stub(), Header("bad"), frame, 4096,
+                             In(std::chrono::seconds(5)), nullptr);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  EXPECT_THAT(s.message(), HasSubstr("checksum mismatch"));
+  EXPECT_EQ(consumer.calls(), 0);
+}
+
+TEST(DecodeServiceTest, StreamCutBeforeTrailerIsDataLoss) {
+  RecordingConsumer consumer;
+  TestServer server({.model_fingerprint = kModel, .consumer = &consumer});
+  const kvcodec::SyntheticCache cache = kvcodec::MakeSyntheticCache(Shape(), 5);
+  const std::vector<uint8_t> frame = Encode(cache, "plan=*:int8");
+  absl::Status s = SendFrame(server.stub(), Header("cut"), std::span(frame).first(frame.size() - 5),
+                             4096, In(std::chrono::seconds(5)), nullptr);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  EXPECT_THAT(s.message(), HasSubstr("truncated"));
+  EXPECT_EQ(consumer.calls(), 0);
+}
+
+TEST(DecodeServiceTest, WrongFingerprintIsFailedPrecondition) {
+  RecordingConsumer consumer;
+  TestServer server({.model_fingerprint = kModel, .consumer = &consumer});
+  const kvcodec::SyntheticCache cache = kvcodec::MakeSyntheticCache(Shape(), 6);
+  const std::vector<uint8_t> frame = Encode(cache, "plan=*:int8", "model-B");
+  // Rejected from the upload header, before any chunk.
+  absl::Status s = SendFrame(server.stub(), Header("fp1", "model-B"), frame, 4096,
+                             In(std::chrono::seconds(5)), nullptr);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  // A header that does not say: rejected from the frame's own header.
+  s = SendFrame(server.stub(), Header("fp2", ""), frame, 4096, In(std::chrono::seconds(5)),
+                nullptr);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_THAT(s.message(), HasSubstr("fingerprint"));
+  EXPECT_EQ(consumer.calls(), 0);
+}
+
+TEST(DecodeServiceTest, LimitsAreResourceExhausted) {
+  RecordingConsumer consumer;
+  TestServer server({.model_fingerprint = kModel,
+                     .limits = {.max_layers = 2},
+                     .consumer = &consumer});
+  const kvcodec::SyntheticCache cache = kvcodec::MakeSyntheticCache(Shape(), 7);
+  const std::vector<uint8_t> frame = Encode(cache, "plan=*:int8");
+  absl::Status s = SendFrame(server.stub(), Header("big"), frame, 4096,
+                             In(std::chrono::seconds(5)), nullptr);
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_EQ(consumer.calls(), 0);
+}
+
+TEST(DecodeServiceTest, MissingHeaderIsInvalidArgument) {
+  RecordingConsumer consumer;
+  TestServer server({.model_fingerprint = kModel, .consumer = &consumer});
+  const kvcodec::SyntheticCache cache = kvcodec::MakeSyntheticCache(Shape(), 8);
+  const std::vector<uint8_t> frame = Encode(cache, "plan=*:int8");
+
+  grpc::ClientContext context;
+  context.set_deadline(In(std::chrono::seconds(5)));
+  GenerateReply reply;
+  auto writer = server.stub().Generate(&context, &reply);
+  CacheUpload message;
+  message.mutable_chunk()->set_frame_bytes(frame.data(), frame.size());
+  if (writer->Write(message)) writer->WritesDone();
+  grpc::Status status = writer->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+
+  // An empty stream has no header either.
+  grpc::ClientContext context2;
+  context2.set_deadline(In(std::chrono::seconds(5)));
+  auto writer2 = server.stub().Generate(&context2, &reply);
+  writer2->WritesDone();
+  status = writer2->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+  EXPECT_EQ(consumer.calls(), 0);
+}
+
+TEST(DecodeServiceTest, ChunkSizeIsChecked) {
+  TestServer server({.model_fingerprint = kModel});
+  const std::vector<uint8_t> frame(10);
+  EXPECT_EQ(SendFrame(server.stub(), Header("x"), frame, 0, In(std::chrono::seconds(1)), nullptr)
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(SendFrame(server.stub(), Header("x"), frame, kMaxSliceBytes + 1,
+                      In(std::chrono::seconds(1)), nullptr)
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(DecodeServiceTest, EightConcurrentClientsSucceed) {
+  RecordingConsumer consumer(std::chrono::milliseconds(20));
+  TestServer server({.model_fingerprint = kModel, .consumer = &consumer});
+  constexpr int kClients = 8;
+  std::vector<std::vector<uint8_t>> frames;
+  for (int i = 0; i < kClients; ++i) {
+    frames.push_back(Encode(kvcodec::MakeSyntheticCache(Shape(), 100 + i),
+                            i % 2 ? "plan=*:int4;entropy=rans" : "plan=*:raw;entropy=zstd"));
+  }
+  std::vector<absl::Status> results(kClients);
+  std::vector<GenerateReply> replies(kClients);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kClients; ++i) {
+    threads.emplace_back([&, i] {
+      results[i] = SendFrame(server.stub(), Header(absl::StrCat("c", i)), frames[i],
+                             1000 + 997 * i, In(std::chrono::seconds(8)), &replies[i]);
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (int i = 0; i < kClients; ++i) {
+    EXPECT_TRUE(results[i].ok()) << i << ": " << results[i];
+    EXPECT_EQ(replies[i].text(), absl::StrCat("answer for c", i));
+    EXPECT_EQ(replies[i].stats().wire_bytes(), frames[i].size());
+  }
+  EXPECT_EQ(consumer.calls(), kClients);
+}
+
+TEST(DecodeServiceTest, DeadlineShorterThanTheWorkIsDeadlineExceeded) {
+  RecordingConsumer consumer(std::chrono::milliseconds(800));
+  TestServer server({.model_fingerprint = kModel, .consumer = &consumer});
+  const std::vector<uint8_t> frame = Encode(kvcodec::MakeSyntheticCache(Shape(), 9), "plan=*:int8");
+  const auto start = std::chrono::steady_clock::now();
+  absl::Status s = SendFrame(server.stub(), Header("slow"), frame, 4096,
+                             In(std::chrono::milliseconds(200)), nullptr);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded) << s;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(700));
+}
+
+}  // namespace
+}  // namespace kvwire::transport
