@@ -19,11 +19,23 @@
 // only matters below ~1 bit/symbol of entropy with many distinct rare symbols. The state keeps
 // 4 bits above M (L / M = 16); that costs a few thousandths of a bit per symbol on average.
 //
-// Lanes: symbol i belongs to lane i % lanes; the lanes have independent states but share one
-// word stream (the encoder runs backwards over the symbols and writes words back to front, the
-// decoder runs forwards), so the decoder's read order is exactly the reverse of the encoder's
-// write order. 8 lanes hide the latency of the table lookups; streams of < 4096 symbols use 1
-// lane because each lane costs 4 bytes of final state.
+// Coding order (version 2): with one context the symbols are coded in their own (row-major)
+// order. With several, consecutive symbols of a row use different tables, so the decoder would
+// touch a different 4 KiB table every step (64 tables overflow L1); instead the first R full
+// rows, R = floor(n / row_len) rounded down to a multiple of 8, are coded in blocks of
+// kBlockRows = 256 rows (the last block may be shorter, still a multiple of 8 rows) and
+// within a block column by column: column 0 of every row of the block top to bottom, then
+// column 1, ... Each column run uses one table, and the decoder writes each symbol straight to
+// its row-major position (a block of 256 rows of 64 bytes is 16 KiB, so the writes stay in
+// L1; no transpose pass). The symbols after those R rows (fewer than 8 full rows plus a
+// partial row) follow in row-major order. "Coded position" below is the index in this order.
+//
+// Lanes: the symbol at coded position k belongs to lane k % lanes; the lanes have independent
+// states but share one word stream (the encoder runs backwards over the coded order and writes
+// words back to front, the decoder runs forwards), so the decoder's read order is exactly the
+// reverse of the encoder's write order. 8 lanes hide the latency of the table lookups; streams
+// of < 4096 symbols use 1 lane because each lane costs 4 bytes of final state. Column runs are
+// multiples of 8 long, so in every run row r of the block is in lane r % lanes.
 //
 // Contexts: symbol i uses table ((i % row_len) * num_contexts) / row_len. The encoder counts
 // symbols per finest context (the largest power of two <= min(row_len, 64), lowered until its
@@ -31,9 +43,10 @@
 // split (floor((c*n)/(2r)) == floor(floor(c*n/r)/2), so the splits nest), estimates entropy +
 // table bytes for each, and keeps the cheapest (ties: fewer contexts).
 //
-// Stream format (version 1; integers little-endian, "varint" = unsigned LEB128 in canonical
-// form, at most 5 bytes, value < 2^32):
-//   byte 0      tag 0xB1: high nibble 0xB marks rANS, low nibble is the format version (1)
+// Stream format (version 2; integers little-endian, "varint" = unsigned LEB128 in canonical
+// form, at most 5 bytes, value < 2^32). Version 1 (tag 0xB1) was identical except that every
+// stream used row-major coding order; it is not read any more.
+//   byte 0      tag 0xB2: high nibble 0xB marks rANS, low nibble is the format version (2)
 //   byte 1      bits 0..3 alphabet_bits (1..8); bits 4..5 log2(lanes) (lanes 1,2,4,8); bits 6..7 0
 //   byte 2      log2(num_contexts), 0..6; num_contexts <= row_len
 //   varint      row_len (must equal the caller's)
@@ -48,7 +61,8 @@
 //     then for each present symbol in ascending order: varint (freq - 1); the frequencies are
 //     >= 1 and sum to exactly 4096.
 //   min(lanes, n) final encoder states, 4 bytes each, lane 0 first (each in [2^16, 2^32))
-//   16-bit words in decoder read order, until the end of the input.
+//   16-bit words in decoder read order, until the end of the input (symbols in the coding
+//   order above; kBlockRows = 256 is part of the format).
 // The symbol count n is not stored: the caller knows it. The decoder checks that every lane
 // ends at the encoder's initial state L and that the word stream is consumed exactly, which
 // catches truncation and most corruption; the tables are validated before any decoding.
@@ -72,7 +86,9 @@ constexpr uint32_t kProbScale = 1u << kProbBits;  // M
 constexpr uint32_t kStateLow = 1u << 16;          // L: states live in [L, 2^32)
 constexpr int kMaxContextsLog2 = 6;               // at most 64 contexts
 constexpr int kMaxLanesLog2 = 3;                  // at most 8 lanes
-constexpr uint8_t kTag = 0xB1;
+constexpr uint8_t kTag = 0xB2;
+// Rows per block of the blocked column order (part of the format; see the top of the file).
+constexpr size_t kBlockRows = 256;
 // Streams shorter than this use one lane: 7 extra final states (28 bytes) would be a visible
 // overhead, and such streams decode in microseconds anyway.
 constexpr size_t kMultiLaneMinSymbols = 4096;
@@ -513,7 +529,46 @@ inline void EncodeGroup(uint32_t* x, CtxOf ctx_of, const uint8_t* sym, uint8_t*&
   }
 }
 
-// Encodes all symbols with kLanes lanes and stores the final states in `states`. `col_ctx[c]`
+// Encodes one column run of `groups` groups of 8 rows backwards, `s` pointing just past the
+// run's last group (in rows: s - 8 * row_len is the last group's first symbol). The states
+// are scalars and the table is loop-invariant (see DecodeColumnRun).
+template <int kLanes, int kRowLen>
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+uint8_t* EncodeColumnRun(const uint8_t* s, size_t groups, size_t row_len_rt,
+                         const EncSymbol* t, uint8_t* out, uint32_t* states) {
+  const size_t row_len = kRowLen != 0 ? static_cast<size_t>(kRowLen) : row_len_rt;
+  uint32_t x0 = states[0], x1 = states[1 % kLanes], x2 = states[2 % kLanes],
+           x3 = states[3 % kLanes], x4 = states[4 % kLanes], x5 = states[5 % kLanes],
+           x6 = states[6 % kLanes], x7 = states[7 % kLanes];
+  for (; groups > 0; --groups) {
+    s -= 8 * row_len;
+    if constexpr (kLanes == 8) {
+      x7 = EncodeStep(x7, t[s[7 * row_len]], out);
+      x6 = EncodeStep(x6, t[s[6 * row_len]], out);
+      x5 = EncodeStep(x5, t[s[5 * row_len]], out);
+      x4 = EncodeStep(x4, t[s[4 * row_len]], out);
+      x3 = EncodeStep(x3, t[s[3 * row_len]], out);
+      x2 = EncodeStep(x2, t[s[2 * row_len]], out);
+      x1 = EncodeStep(x1, t[s[1 * row_len]], out);
+      x0 = EncodeStep(x0, t[s[0 * row_len]], out);
+    } else {
+      uint32_t* const xs[8] = {&x0, &x1, &x2, &x3, &x4, &x5, &x6, &x7};
+#pragma GCC unroll 8
+      for (int k = 7; k >= 0; --k) {
+        uint32_t& x = *xs[k % kLanes];
+        x = EncodeStep(x, t[s[k * row_len]], out);
+      }
+    }
+  }
+  const uint32_t x[8] = {x0, x1, x2, x3, x4, x5, x6, x7};
+  for (int j = 0; j < kLanes; ++j) states[j] = x[j];
+  return out;
+}
+
+// Encodes symbols in plain order with kLanes lanes, starting from and updating `states`
+// (symbols[0] is at column 0 and in lane 0). `col_ctx[c]`
 // is the 256-entry EncSymbol table of column c's context. `out` is one past the end of a
 // region of at least 2 * n bytes; returns the first byte of the written words.
 template <int kLanes>
@@ -521,7 +576,7 @@ uint8_t* EncodeAll(std::span<const uint8_t> symbols, size_t row_len, int num_con
                    const EncSymbol* const* col_ctx, uint8_t* out, uint32_t* states) {
   const size_t n = symbols.size();
   uint32_t x[kLanes];
-  for (int j = 0; j < kLanes; ++j) x[j] = kStateLow;
+  std::copy(states, states + kLanes, x);
   const uint8_t* sym = symbols.data();
   size_t i = n;
   size_t col = n == 0 ? 0 : (n - 1) % row_len;  // column of symbol i - 1
@@ -535,11 +590,13 @@ uint8_t* EncodeAll(std::span<const uint8_t> symbols, size_t row_len, int num_con
   }
   if (num_contexts == 1) {
     // One table: no column bookkeeping.
+    // Plain order is a column run with row length 1; i % 8 != 0 only with one lane.
     const EncSymbol* t = col_ctx[0];
-    while (i > 0) {
-      i -= kLanes;
-      EncodeGroup<kLanes - 1>(
-          x, [t](int) { return t; }, sym + i, out);
+    const size_t lead = i % 8;
+    out = EncodeColumnRun<kLanes, 1>(sym + i, (i - lead) / 8, 1, t, out, x);
+    for (i = lead; i > 0;) {
+      --i;
+      x[i % kLanes] = EncodeStep(x[i % kLanes], t[sym[i]], out);
     }
   } else if (row_len % kLanes == 0) {
     // Groups never straddle a row end: i is a multiple of kLanes, so is the group's first
@@ -565,6 +622,34 @@ uint8_t* EncodeAll(std::span<const uint8_t> symbols, size_t row_len, int num_con
   }
   std::copy(x, x + kLanes, states);
   return out;
+}
+
+// Encodes `rows` full rows (a multiple of 8) in blocked column order (see the format comment),
+// backwards, starting from and updating `states`. Within a column run every group of 8 rows
+// starts at a coded position that is a multiple of 8, so row k of a group is in lane
+// k % kLanes.
+template <int kLanes, int kRowLen>
+uint8_t* EncodeBlocked(const uint8_t* sym, size_t rows, size_t row_len_rt,
+                       const EncSymbol* const* col_ctx, uint8_t* out, uint32_t* states) {
+  const size_t row_len = kRowLen != 0 ? static_cast<size_t>(kRowLen) : row_len_rt;
+  const size_t blocks = (rows + kBlockRows - 1) / kBlockRows;
+  for (size_t b = blocks; b-- > 0;) {
+    const size_t r0 = b * kBlockRows;
+    const size_t block_rows = std::min(kBlockRows, rows - r0);
+    for (size_t col = row_len; col-- > 0;) {
+      out = EncodeColumnRun<kLanes, kRowLen>(sym + (r0 + block_rows) * row_len + col,
+                                             block_rows / 8, row_len, col_ctx[col], out, states);
+    }
+  }
+  return out;
+}
+
+template <int kLanes>
+uint8_t* EncodeBlockedRows(const uint8_t* sym, size_t rows, size_t row_len,
+                           const EncSymbol* const* col_ctx, uint8_t* out, uint32_t* states) {
+  if (rows == 0) return out;
+  return row_len == 64 ? EncodeBlocked<kLanes, 64>(sym, rows, row_len, col_ctx, out, states)
+                       : EncodeBlocked<kLanes, 0>(sym, rows, row_len, col_ctx, out, states);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -595,6 +680,56 @@ inline void Refill(uint32_t& x, const uint8_t*& p) {
   SelectIfLow((x << 16) | Load16(p), p + 2, x, p);
 }
 
+// One column run of `groups` groups of 8 rows without bounds checks (the caller guarantees
+// 16 readable bytes per group); returns the advanced input pointer. The context's tables are
+// loop-invariant, and the states are copied into scalars (GCC keeps a local array of them in
+// memory here), so everything stays in registers; kept out of line so that the register
+// allocator sees only this loop.
+template <int kLanes, int kRowLen>
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+const uint8_t* DecodeColumnRun(uint8_t* o, size_t groups, size_t row_len_rt,
+                               const DecodeContext* c, const uint8_t* p, uint32_t* states) {
+  const size_t row_len = kRowLen != 0 ? static_cast<size_t>(kRowLen) : row_len_rt;
+  // Row k of a group is in lane k % kLanes.
+  uint32_t x0 = states[0], x1 = states[1 % kLanes], x2 = states[2 % kLanes],
+           x3 = states[3 % kLanes], x4 = states[4 % kLanes], x5 = states[5 % kLanes],
+           x6 = states[6 % kLanes], x7 = states[7 % kLanes];
+  for (; groups > 0; --groups, o += 8 * row_len) {
+    if constexpr (kLanes == 8) {
+      o[0 * row_len] = DecodeStep(x0, c);
+      Refill(x0, p);
+      o[1 * row_len] = DecodeStep(x1, c);
+      Refill(x1, p);
+      o[2 * row_len] = DecodeStep(x2, c);
+      Refill(x2, p);
+      o[3 * row_len] = DecodeStep(x3, c);
+      Refill(x3, p);
+      o[4 * row_len] = DecodeStep(x4, c);
+      Refill(x4, p);
+      o[5 * row_len] = DecodeStep(x5, c);
+      Refill(x5, p);
+      o[6 * row_len] = DecodeStep(x6, c);
+      Refill(x6, p);
+      o[7 * row_len] = DecodeStep(x7, c);
+      Refill(x7, p);
+    } else {
+      // Fewer lanes (short streams use 1): lane j holds rows j, j + kLanes, ...
+      uint32_t* const xs[8] = {&x0, &x1, &x2, &x3, &x4, &x5, &x6, &x7};
+#pragma GCC unroll 8
+      for (int k = 0; k < 8; ++k) {
+        uint32_t& x = *xs[k % kLanes];
+        o[k * row_len] = DecodeStep(x, c);
+        Refill(x, p);
+      }
+    }
+  }
+  const uint32_t x[8] = {x0, x1, x2, x3, x4, x5, x6, x7};
+  for (int j = 0; j < kLanes; ++j) states[j] = x[j];
+  return p;
+}
+
 // Decodes whole groups of kLanes symbols while each group's worst case (2 bytes per symbol)
 // is available, then the rest one symbol at a time with bounds checks. Returns false if the
 // word stream runs out; `*pos` advances past the words consumed.
@@ -614,15 +749,13 @@ bool DecodeAll(std::span<uint8_t> out, size_t row_len, int num_contexts,
     return std::min((n - i) / kLanes, static_cast<size_t>(end - p) / (2 * kLanes));
   };
   if (num_contexts == 1) {
-    const DecodeContext* c = col_ctx[0];
-    for (size_t left = safe_groups(); left > 0; left = safe_groups()) {
-      for (; left > 0; --left, i += kLanes) {
-#pragma GCC unroll 8
-        for (int j = 0; j < kLanes; ++j) {
-          dst[i + j] = DecodeStep(x[j], c);
-          Refill(x[j], p);
-        }
-      }
+    // Plain order is a column run with row length 1, in groups of 8 (i stays a multiple of 8,
+    // so symbol i + k is in lane k % kLanes).
+    for (;;) {
+      const size_t groups = std::min((n - i) / 8, static_cast<size_t>(end - p) / 16);
+      if (groups == 0) break;
+      p = DecodeColumnRun<kLanes, 1>(dst + i, groups, 1, col_ctx[0], p, x);
+      i += 8 * groups;
     }
   } else if (row_len % kLanes == 0) {
     // Groups never straddle a row end: i and row_len are multiples of kLanes.
@@ -665,6 +798,67 @@ bool DecodeAll(std::span<uint8_t> out, size_t row_len, int num_contexts,
   std::copy(x, x + kLanes, states);
   *pos = p;
   return true;
+}
+
+// Decodes `rows` full rows (a multiple of 8) coded in blocked column order, starting from and
+// updating `states`. Each decoded symbol goes straight to its row-major position; a block's
+// output (kBlockRows rows) stays in L1, and within a column run the context is fixed, so the
+// run touches one table. kRowLen is row_len when known at compile time (0: use row_len_rt).
+// Returns false if the word stream runs out.
+template <int kLanes, int kRowLen>
+bool DecodeBlocked(uint8_t* dst, size_t rows, size_t row_len_rt,
+                   const DecodeContext* const* col_ctx, const uint8_t** pos, const uint8_t* end,
+                   uint32_t* states) {
+  const size_t row_len = kRowLen != 0 ? static_cast<size_t>(kRowLen) : row_len_rt;
+  const uint8_t* p = *pos;
+  for (size_t r0 = 0; r0 < rows; r0 += kBlockRows) {
+    const size_t block_rows = std::min(kBlockRows, rows - r0);
+    uint8_t* const block = dst + r0 * row_len;
+    for (size_t col = 0; col < row_len; ++col) {
+      const DecodeContext* const c = col_ctx[col];
+      uint8_t* o = block + col;
+      if (static_cast<size_t>(end - p) >= 2 * block_rows) {
+        // The whole run's worst case (one word per symbol) is available.
+        p = DecodeColumnRun<kLanes, kRowLen>(o, block_rows / 8, row_len, c, p, states);
+      } else {
+        for (size_t r = 0; r < block_rows; ++r, o += row_len) {
+          uint32_t& xs = states[r % kLanes];
+          *o = DecodeStep(xs, c);
+          if (xs < kStateLow) {
+            if (end - p < 2) return false;
+            xs = (xs << 16) | Load16(p);
+            p += 2;
+          }
+        }
+      }
+    }
+  }
+  *pos = p;
+  return true;
+}
+
+// Rows coded in blocked column order: with one context plain order already keeps one table
+// hot, so it stays plain; otherwise all full rows rounded down to a multiple of 8.
+size_t BlockedRows(size_t n, size_t row_len, int num_contexts) {
+  if (num_contexts <= 1 || row_len <= 1) return 0;
+  return (n / row_len) & ~size_t{7};
+}
+
+template <int kLanes>
+bool DecodeAllOrders(std::span<uint8_t> out, size_t row_len, int num_contexts,
+                     const DecodeContext* const* col_ctx, const uint8_t** pos,
+                     const uint8_t* end, uint32_t* states) {
+  const size_t rows = BlockedRows(out.size(), row_len, num_contexts);
+  if (rows > 0) {
+    const bool ok = row_len == 64
+                        ? DecodeBlocked<kLanes, 64>(out.data(), rows, row_len, col_ctx, pos, end,
+                                                    states)
+                        : DecodeBlocked<kLanes, 0>(out.data(), rows, row_len, col_ctx, pos, end,
+                                                   states);
+    if (!ok) return false;
+  }
+  return DecodeAll<kLanes>(out.subspan(rows * row_len), row_len, num_contexts, col_ctx, pos, end,
+                           states);
 }
 
 }  // namespace
@@ -808,12 +1002,19 @@ std::vector<uint8_t> RansEncode(std::span<const uint8_t> symbols, int row_len, i
   // zero-filled.
   std::unique_ptr<uint8_t[]> scratch(new uint8_t[std::max<size_t>(2 * n, 2)]);
   uint8_t* const words_end = scratch.get() + std::max<size_t>(2 * n, 2);
+  // The coded order is the blocked rows, then the rest in plain order; the encoder runs it
+  // backwards.
   uint32_t states[8];
+  std::fill(states, states + 8, kStateLow);
+  const size_t blocked_rows = BlockedRows(n, rl, nc);
+  const std::span<const uint8_t> plain = symbols.subspan(blocked_rows * rl);
   uint8_t* first = nullptr;
   if (lanes == 8) {
-    first = EncodeAll<8>(symbols, rl, nc, col_ctx.data(), words_end, states);
+    first = EncodeAll<8>(plain, rl, nc, col_ctx.data(), words_end, states);
+    first = EncodeBlockedRows<8>(symbols.data(), blocked_rows, rl, col_ctx.data(), first, states);
   } else {
-    first = EncodeAll<1>(symbols, rl, nc, col_ctx.data(), words_end, states);
+    first = EncodeAll<1>(plain, rl, nc, col_ctx.data(), words_end, states);
+    first = EncodeBlockedRows<1>(symbols.data(), blocked_rows, rl, col_ctx.data(), first, states);
   }
   std::vector<uint8_t> result;
   result.reserve(out.size() + 4 * used_lanes + static_cast<size_t>(words_end - first));
@@ -838,7 +1039,7 @@ absl::Status RansDecode(std::span<const uint8_t> in, int row_len, int alphabet_b
   const uint8_t* const end = p + in.size();
   if (in.size() < 3) return absl::DataLossError("rANS stream truncated in its header");
   if (p[0] != kTag) {
-    return absl::DataLossError(absl::StrCat("not a rANS stream of version 1 (tag ", p[0], ")"));
+    return absl::DataLossError(absl::StrCat("not a rANS stream of version 2 (tag ", p[0], ")"));
   }
   const int stream_bits = p[1] & 0x0f;
   const int lanes_lg = (p[1] >> 4) & 0x0f;
@@ -920,16 +1121,16 @@ absl::Status RansDecode(std::span<const uint8_t> in, int row_len, int alphabet_b
   bool ok = false;
   switch (lanes) {
     case 1:
-      ok = DecodeAll<1>(out, rl, nc, cc, &p, end, states);
+      ok = DecodeAllOrders<1>(out, rl, nc, cc, &p, end, states);
       break;
     case 2:
-      ok = DecodeAll<2>(out, rl, nc, cc, &p, end, states);
+      ok = DecodeAllOrders<2>(out, rl, nc, cc, &p, end, states);
       break;
     case 4:
-      ok = DecodeAll<4>(out, rl, nc, cc, &p, end, states);
+      ok = DecodeAllOrders<4>(out, rl, nc, cc, &p, end, states);
       break;
     default:
-      ok = DecodeAll<8>(out, rl, nc, cc, &p, end, states);
+      ok = DecodeAllOrders<8>(out, rl, nc, cc, &p, end, states);
       break;
   }
   if (!ok) return absl::DataLossError("rANS stream truncated: word stream ran out");

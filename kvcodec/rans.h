@@ -5,7 +5,9 @@
 // ((i % row_len) * num_contexts) / row_len, so neighbouring channels share a frequency table.
 // The encoder picks num_contexts itself (a power of two <= min(row_len, 64)) to minimise the
 // estimated output, tables included, and writes it, the tables and the interleaved rANS state
-// streams into one self-contained byte string.
+// streams into one self-contained byte string. Inside the stream, multi-context symbols are
+// coded in blocks of rows, column by column, so that consecutive decode steps share a table;
+// the caller's symbol order (row-major) is unaffected.
 #pragma once
 
 #include <cstdint>

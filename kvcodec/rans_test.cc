@@ -141,6 +141,42 @@ TEST(RansTest, RoundTripMultiContextPaths) {
   }
 }
 
+// Multi-context streams are coded in blocks of rows, column by column, with the rows left
+// over (fewer than 8 full rows plus a partial row) in plain order. Row counts around the block
+// size (256 rows) and the multiple-of-8 cut, with and without a partial row, for the
+// compile-time row length (64) and runtime ones.
+TEST(RansTest, RoundTripBlockedOrderEdges) {
+  std::mt19937_64 rng(19);
+  for (int row_len : {64, 3, 99}) {
+    for (size_t rows : {size_t{7}, size_t{8}, size_t{9}, size_t{255}, size_t{256}, size_t{257},
+                        size_t{263}, size_t{264}, size_t{520}, size_t{1029}}) {
+      for (size_t extra : {size_t{0}, size_t{5}}) {
+        if (extra >= static_cast<size_t>(row_len)) continue;
+        const size_t n = rows * row_len + extra;
+        Bytes v(n);
+        for (size_t i = 0; i < n; ++i) {
+          const int col = static_cast<int>(i % row_len);
+          v[i] = static_cast<uint8_t>((col * 37) % 256 + static_cast<int>(rng() % 7) - 3);
+        }
+        const std::string what = "row_len=" + std::to_string(row_len) +
+                                 " rows=" + std::to_string(rows) + " extra=" + std::to_string(extra);
+        ExpectRoundTrip(v, row_len, 8, what);
+        const Bytes enc = RansEncode(v, row_len, 8);
+        if (n >= 4096) {  // shorter streams may pick one context
+          EXPECT_GT(RansNumContexts(enc), 1) << what;
+        }
+        // Truncating the word stream is caught in the blocked part too.
+        for (size_t cut : {size_t{1}, size_t{2}, size_t{64}, enc.size() / 2}) {
+          if (cut >= enc.size()) continue;
+          Bytes out(n);
+          const Bytes t(enc.begin(), enc.end() - cut);
+          EXPECT_FALSE(RansDecode(t, row_len, 8, out).ok()) << what << " cut " << cut;
+        }
+      }
+    }
+  }
+}
+
 TEST(RansTest, SingleSymbolStreamsAreTiny) {
   for (int bits = 1; bits <= 8; ++bits) {
     for (size_t n : {size_t{1}, size_t{100}, size_t{1} << 20}) {
@@ -374,7 +410,7 @@ TEST(RansTest, RandomGarbageNeverCrashes) {
   for (int t = 0; t < 2000; ++t) {
     Bytes junk(rng() % 300);
     for (auto& b : junk) b = static_cast<uint8_t>(rng());
-    if (!junk.empty() && t % 2 == 0) junk[0] = 0xB1;  // past the tag check
+    if (!junk.empty() && t % 2 == 0) junk[0] = 0xB2;  // past the tag check
     if (junk.size() > 1 && t % 4 == 0) junk[1] = 0x34;
     (void)RansDecode(junk, 7, 4, out);
   }
@@ -383,7 +419,7 @@ TEST(RansTest, RandomGarbageNeverCrashes) {
 // Hand-built streams for the table checks. Layout: tag, bits|lanes, log2 contexts, row_len,
 // tables, states, words.
 Bytes Header(int bits, int lanes_lg, int ctx_lg, uint8_t row_len) {
-  return {0xB1, static_cast<uint8_t>(bits | (lanes_lg << 4)), static_cast<uint8_t>(ctx_lg),
+  return {0xB2, static_cast<uint8_t>(bits | (lanes_lg << 4)), static_cast<uint8_t>(ctx_lg),
           row_len};
 }
 void Append(Bytes& b, std::initializer_list<uint8_t> more) { b.insert(b.end(), more); }
@@ -405,8 +441,10 @@ TEST(RansTest, RejectsMalformedTables) {
         << why << ": " << s;
   };
   Bytes b = good;
-  b[0] = 0xB2;
+  b[0] = 0xB1;  // version 1 (plain coding order): no longer read
   expect_bad(b, "version");
+  b[0] = 0xB3;
+  expect_bad(b, "future version");
   b = good;
   b[1] = 0x02 | (4 << 4);
   expect_bad(b, "lane field");
