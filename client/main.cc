@@ -7,6 +7,9 @@
 #include <cstdio>
 
 #include "bench/codec_bench.h"
+#if KVWIRE_HAVE_ENGINE
+#include "bench/engine_bench.h"
+#endif
 
 int main(int argc, char** argv) {
   // Caches and frames are hundreds of MB and are allocated per request. Keeping freed memory in
@@ -42,6 +45,26 @@ int main(int argc, char** argv) {
   auto* bench_codec = bench->add_subcommand(
       "codec", "Encode/decode GB/s per core of bf16 input, beside memcpy and zstd -1 in the same run");
   add_shape(bench_codec, bench_opts);
+#if KVWIRE_HAVE_ENGINE
+  kvwire::EngineBenchOptions engine_opts;
+  auto* bench_engine = bench->add_subcommand(
+      "engine", "Model engine prefill/decode tokens/s, time to first token and peak memory (random "
+                "Llama-shaped weights unless --model)");
+  bench_engine->add_option("--model", engine_opts.model_dir, "Hugging Face checkpoint directory (default: random weights)");
+  bench_engine->add_option("--tokens", engine_opts.tokens, "Prompt tokens")->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  bench_engine->add_option("--decode-tokens", engine_opts.decode_tokens, "Greedy decode steps")->capture_default_str()->check(CLI::Range(0, 1 << 20));
+  bench_engine->add_option("--dtype", engine_opts.dtype, "Engine dtype")->capture_default_str()->check(CLI::IsMember({"float32", "bfloat16"}));
+  bench_engine->add_option("--threads", engine_opts.threads, "Torch threads; 0 = all cores")->capture_default_str()->check(CLI::Range(0, 1024));
+  bench_engine->add_option("--device", engine_opts.device, "cpu, cuda or cuda:N")->capture_default_str();
+  bench_engine->add_option("--seed", engine_opts.seed, "Seed of the random weights and prompt")->capture_default_str();
+  bench_engine->add_option("--hidden", engine_opts.hidden, "Random model: hidden size")->capture_default_str()->check(CLI::Range(2, 1 << 16));
+  bench_engine->add_option("--layers", engine_opts.layers, "Random model: layers")->capture_default_str()->check(CLI::Range(1, 1024));
+  bench_engine->add_option("--heads", engine_opts.heads, "Random model: attention heads")->capture_default_str()->check(CLI::Range(1, 1024));
+  bench_engine->add_option("--kv-heads", engine_opts.kv_heads, "Random model: KV heads")->capture_default_str()->check(CLI::Range(1, 1024));
+  bench_engine->add_option("--intermediate", engine_opts.intermediate, "Random model: MLP size")->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  bench_engine->add_option("--vocab", engine_opts.vocab, "Random model: vocabulary")->capture_default_str()->check(CLI::Range(3, 1 << 22));
+  bench_engine->add_flag("--json", engine_opts.json, "Machine-readable output");
+#endif
 
   try {
     app.parse(argc, argv);
@@ -51,5 +74,8 @@ int main(int argc, char** argv) {
   }
   if (*demo) return kvwire::RunCodecDemo(demo_opts);
   if (*bench_codec) return kvwire::RunCodecBench(bench_opts);
+#if KVWIRE_HAVE_ENGINE
+  if (*bench_engine) return kvwire::RunEngineBench(engine_opts);
+#endif
   return 2;
 }

@@ -5,9 +5,11 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/Context.h>
 #include <c10/core/InferenceMode.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstring>
 #include <exception>
@@ -67,16 +69,50 @@ struct LayerWeights {
   std::optional<int64_t> sliding_window;
 };
 
-// Copies `t` (contiguous) into a byte vector.
+// Parses EngineOptions::device: "cpu", "cuda" or "cuda:N". InvalidArgument for anything
+// else; FailedPrecondition when CUDA is asked for but this libtorch or machine lacks it.
+absl::StatusOr<at::Device> ParseDevice(const std::string& name) {
+  if (name == "cpu") return at::Device(at::kCPU);
+  int index = 0;
+  bool ok = name == "cuda";
+  if (!ok && name.size() > 5 && name.compare(0, 5, "cuda:") == 0) {
+    const char* first = name.data() + 5;
+    const char* last = name.data() + name.size();
+    auto [ptr, ec] = std::from_chars(first, last, index);
+    ok = ec == std::errc() && ptr == last && index >= 0 && index < 128;
+  }
+  if (!ok) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown engine device '", name, "' (cpu, cuda or cuda:N)"));
+  }
+  // hasCUDART: libtorch was compiled with the CUDA runtime (the libtorch_cuda hooks are
+  // linked in); hasCUDA: it also found a usable device.
+  if (!at::globalContext().hasCUDART()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "engine device '", name,
+        "': this build of libtorch has no CUDA (build against a CUDA-enabled libtorch, see "
+        "engine.h)"));
+  }
+  const size_t count = at::hasCUDA() ? at::getNumGPUs() : 0;
+  if (static_cast<size_t>(index) >= count) {
+    const std::string which =
+        count > 0 ? absl::StrCat(" ", index, " (", count, " visible)") : std::string(" is visible");
+    return absl::FailedPreconditionError(
+        absl::StrCat("engine device '", name, "': no CUDA device", which));
+  }
+  return at::Device(at::kCUDA, static_cast<at::DeviceIndex>(index));
+}
+
+// Copies `t` (contiguous) into a byte vector, from whatever device it is on.
 std::vector<uint8_t> ToBytes(const at::Tensor& t) {
-  at::Tensor c = t.contiguous();
+  at::Tensor c = t.contiguous().cpu();
   std::vector<uint8_t> out(c.numel() * c.element_size());
   std::memcpy(out.data(), c.data_ptr(), out.size());
   return out;
 }
 
 std::vector<float> ToFloatVector(const at::Tensor& t) {
-  at::Tensor c = t.to(at::kFloat).contiguous();
+  at::Tensor c = t.to(at::kFloat).contiguous().cpu();
   const float* p = c.data_ptr<float>();
   return std::vector<float>(p, p + c.numel());
 }
@@ -86,6 +122,9 @@ std::vector<float> ToFloatVector(const at::Tensor& t) {
 struct Engine::Impl {
   ModelConfig cfg;
   at::ScalarType dtype = at::kFloat;
+  // Where weights and activations live. Host buffers (imported caches, token ids) are
+  // wrapped with from_blob on the CPU and copied over; results are copied back.
+  at::Device device = at::kCPU;
   kvcodec::DType cache_dtype = kvcodec::DType::kFloat32;
   int64_t heads = 0, kv_heads = 0, head_dim = 0, group = 0;
   double scale = 1.0;
@@ -102,6 +141,11 @@ struct Engine::Impl {
   at::Tensor embed, final_norm, lm_head;
   std::vector<LayerWeights> layers;
   at::Tensor inv_freq;  // float32 [head_dim / 2], rope scaling applied
+
+  // Tensor options for a new tensor of type `t` on the engine's device.
+  at::TensorOptions On(at::ScalarType t) const {
+    return at::TensorOptions().dtype(t).device(device);
+  }
 
   absl::Status LoadWeights(const modelio::CheckpointReader& reader);
   void InitRope();
@@ -189,7 +233,7 @@ absl::Status Engine::Impl::LoadWeights(const modelio::CheckpointReader& reader) 
     absl::StatusOr<std::vector<float>> values = modelio::TensorToFloat(*view);
     if (!values.ok()) return values.status();
     *out = at::from_blob(values->data(), at::IntArrayRef(view->shape), at::kFloat)
-               .to(dtype, /*non_blocking=*/false, /*copy=*/true);
+               .to(device, dtype, /*non_blocking=*/false, /*copy=*/true);
     return absl::OkStatus();
   };
   auto load_optional = [&](const std::string& name, at::Tensor* out) -> absl::Status {
@@ -255,7 +299,8 @@ void Engine::Impl::InitRope() {
     }
     f[i] = static_cast<float>(inv);
   }
-  inv_freq = at::from_blob(f.data(), {half}, at::kFloat).clone();
+  inv_freq = at::from_blob(f.data(), {half}, at::kFloat)
+                 .to(device, /*non_blocking=*/false, /*copy=*/true);
 }
 
 absl::StatusOr<PrefillResult> Engine::Impl::Prefill(std::span<const int32_t> tokens,
@@ -289,30 +334,32 @@ absl::StatusOr<PrefillResult> Engine::Impl::Prefill(std::span<const int32_t> tok
   if (opts.snapkv_window > 0) {
     window_index = static_cast<int>(ranges.size());
     ranges.push_back({T - std::min<int64_t>(opts.snapkv_window, T), T,
-                      at::zeros({L, kv_heads, T}, at::kFloat)});
+                      at::zeros({L, kv_heads, T}, On(at::kFloat))});
   }
   if (want_question) {
     question_index = static_cast<int>(ranges.size());
-    ranges.push_back({opts.question_begin, opts.question_end, at::zeros({L, kv_heads, T}, at::kFloat)});
+    ranges.push_back(
+        {opts.question_begin, opts.question_end, at::zeros({L, kv_heads, T}, On(at::kFloat))});
   }
 
   std::vector<int64_t> ids64(tokens.begin(), tokens.end());
-  at::Tensor ids = at::from_blob(ids64.data(), {T}, at::kLong).clone();
+  at::Tensor ids = at::from_blob(ids64.data(), {T}, at::kLong)
+                       .to(device, /*non_blocking=*/false, /*copy=*/true);
   std::vector<at::Tensor> K(L), V(L);
   for (int64_t l = 0; l < L; ++l) {
-    K[l] = at::empty({kv_heads, T, head_dim}, dtype);
-    V[l] = at::empty({kv_heads, T, head_dim}, dtype);
+    K[l] = at::empty({kv_heads, T, head_dim}, On(dtype));
+    V[l] = at::empty({kv_heads, T, head_dim}, On(dtype));
   }
   at::Tensor debug_q;
-  if (opts.debug_return_queries) debug_q = at::empty({L, heads, T, head_dim}, at::kFloat);
+  if (opts.debug_return_queries) debug_q = at::empty({L, heads, T, head_dim}, On(at::kFloat));
 
   const int64_t chunk = prefill_chunk;
   at::Tensor last_hidden;
   for (int64_t p0 = 0; p0 < T; p0 += chunk) {
     const int64_t n = std::min(chunk, T - p0);
     const int64_t S = p0 + n;  // keys visible to this chunk: every earlier token and itself
-    at::Tensor pos = at::arange(p0, S, at::kLong);
-    at::Tensor kpos = at::arange(0, S, at::kLong);
+    at::Tensor pos = at::arange(p0, S, On(at::kLong));
+    at::Tensor kpos = at::arange(0, S, On(at::kLong));
     at::Tensor dist = pos.unsqueeze(1) - kpos.unsqueeze(0);  // [n, S] query - key position
     at::Tensor causal = dist.ge(0);
     at::Tensor h = embed.index_select(0, ids.narrow(0, p0, n));
@@ -402,6 +449,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
       return absl::InvalidArgumentError(absl::StrCat("unsupported engine dtype '", options.dtype,
                                                      "' (float32 or bfloat16)"));
     }
+    absl::StatusOr<at::Device> device = ParseDevice(options.device);
+    if (!device.ok()) return device.status();
+    impl->device = *device;
     if (options.prefill_chunk <= 0) {
       return absl::InvalidArgumentError("prefill_chunk must be > 0");
     }
@@ -463,11 +513,11 @@ struct DecodeSession::Impl {
                                                      " is past max_position_embeddings (",
                                                      e.cfg.max_position_embeddings, ")"));
     }
-    at::Tensor pos = at::full({1}, next_pos, at::kLong);
-    at::Tensor ids = at::full({1}, static_cast<int64_t>(token), at::kLong);
+    at::Tensor pos = at::full({1}, next_pos, e.On(at::kLong));
+    at::Tensor ids = at::full({1}, static_cast<int64_t>(token), e.On(at::kLong));
     at::Tensor h = e.embed.index_select(0, ids);
-    at::Tensor new_pos = at::full({e.kv_heads, 1}, next_pos, at::kLong);
-    at::Tensor new_valid = at::ones({e.kv_heads, 1}, at::kBool);
+    at::Tensor new_pos = at::full({e.kv_heads, 1}, next_pos, e.On(at::kLong));
+    at::Tensor new_valid = at::ones({e.kv_heads, 1}, e.On(at::kBool));
     for (size_t l = 0; l < e.layers.size(); ++l) {
       const LayerWeights& lw = e.layers[l];
       at::Tensor q, k, v;
@@ -498,7 +548,8 @@ int DecodeSession::position() const { return static_cast<int>(impl_->next_pos); 
 
 absl::StatusOr<std::unique_ptr<DecodeSession>> DecodeSession::Create(
     const Engine& engine, const kvcodec::CacheShape& shape,
-    std::span<const kvcodec::DecodedLayer> layers, int prompt_length) {
+    std::span<const kvcodec::DecodedLayer> layers, int prompt_length,
+    std::span<const int32_t> positions) {
   return CatchTorch("DecodeSession::Create", [&]() -> absl::StatusOr<std::unique_ptr<DecodeSession>> {
     c10::InferenceMode guard;
     const Engine::Impl& e = *engine.impl_;
@@ -517,11 +568,34 @@ absl::StatusOr<std::unique_ptr<DecodeSession>> DecodeSession::Create(
       return absl::InvalidArgumentError(
           absl::StrCat("prompt length ", prompt_length, " outside [0, max_position_embeddings]"));
     }
+    // Without `positions`, kept entries are original positions in [0, prompt_length); with
+    // it, they are token indices in [0, shape.num_tokens) and positions[i] is index i's
+    // original position.
+    const bool indexed = !positions.empty();
+    int64_t next_pos = prompt_length;
+    int64_t index_limit = prompt_length;
+    if (indexed) {
+      if (positions.size() != static_cast<size_t>(shape.num_tokens)) {
+        return absl::InvalidArgumentError(absl::StrCat("cache has ", shape.num_tokens,
+                                                       " tokens but ", positions.size(),
+                                                       " positions"));
+      }
+      for (size_t i = 0; i < positions.size(); ++i) {
+        if (positions[i] < 0 || positions[i] >= e.cfg.max_position_embeddings ||
+            (i > 0 && positions[i] <= positions[i - 1])) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "token positions must be strictly increasing in [0, max_position_embeddings = ",
+              e.cfg.max_position_embeddings, "); index ", i, " is ", positions[i]));
+        }
+      }
+      next_pos = std::max<int64_t>(prompt_length, int64_t{positions.back()} + 1);
+      index_limit = shape.num_tokens;
+    }
     const size_t row_bytes = static_cast<size_t>(shape.head_dim) * kvcodec::DTypeSize(shape.dtype);
     const at::ScalarType src_type = ToTorch(shape.dtype);
     auto impl = std::make_unique<Impl>();
     impl->eng = &e;
-    impl->next_pos = prompt_length;
+    impl->next_pos = next_pos;
     for (size_t l = 0; l < layers.size(); ++l) {
       const kvcodec::DecodedLayer& dl = layers[l];
       if (dl.layer != static_cast<int>(l) || dl.kept.size() != static_cast<size_t>(e.kv_heads) ||
@@ -535,10 +609,10 @@ absl::StatusOr<std::unique_ptr<DecodeSession>> DecodeSession::Create(
       for (int64_t h = 0; h < e.kv_heads; ++h) {
         const std::vector<int32_t>& kept = dl.kept[h];
         for (size_t i = 0; i < kept.size(); ++i) {
-          if (kept[i] < 0 || kept[i] >= prompt_length || (i > 0 && kept[i] <= kept[i - 1])) {
+          if (kept[i] < 0 || kept[i] >= index_limit || (i > 0 && kept[i] <= kept[i - 1])) {
             return absl::InvalidArgumentError(absl::StrCat(
-                "layer ", l, " head ", h, ": kept positions must be strictly increasing in [0, ",
-                prompt_length, ")"));
+                "layer ", l, " head ", h, ": kept ", indexed ? "token indices" : "positions",
+                " must be strictly increasing in [0, ", index_limit, ")"));
           }
         }
         if (dl.keys[h].size() != kept.size() * row_bytes ||
@@ -550,10 +624,10 @@ absl::StatusOr<std::unique_ptr<DecodeSession>> DecodeSession::Create(
         max_kept = std::max(max_kept, kept.size());
       }
       const int64_t S = static_cast<int64_t>(max_kept);
-      at::Tensor K = at::zeros({e.kv_heads, S, e.head_dim}, e.dtype);
-      at::Tensor V = at::zeros({e.kv_heads, S, e.head_dim}, e.dtype);
-      at::Tensor kpos = at::zeros({e.kv_heads, S}, at::kLong);
-      at::Tensor valid = at::zeros({e.kv_heads, S}, at::kBool);
+      at::Tensor K = at::zeros({e.kv_heads, S, e.head_dim}, e.On(e.dtype));
+      at::Tensor V = at::zeros({e.kv_heads, S, e.head_dim}, e.On(e.dtype));
+      at::Tensor kpos = at::zeros({e.kv_heads, S}, e.On(at::kLong));
+      at::Tensor valid = at::zeros({e.kv_heads, S}, e.On(at::kBool));
       for (int64_t h = 0; h < e.kv_heads; ++h) {
         const int64_t n = static_cast<int64_t>(dl.kept[h].size());
         if (n == 0) continue;
@@ -563,6 +637,9 @@ absl::StatusOr<std::unique_ptr<DecodeSession>> DecodeSession::Create(
         V[h].narrow(0, 0, n).copy_(at::from_blob(const_cast<uint8_t*>(dl.values[h].data()),
                                                  {n, e.head_dim}, src_type));
         std::vector<int64_t> p(dl.kept[h].begin(), dl.kept[h].end());
+        if (indexed) {
+          for (int64_t& x : p) x = positions[static_cast<size_t>(x)];
+        }
         kpos[h].narrow(0, 0, n).copy_(at::from_blob(p.data(), {n}, at::kLong));
         valid[h].narrow(0, 0, n).fill_(true);
       }
@@ -597,7 +674,7 @@ absl::StatusOr<std::unique_ptr<DecodeSession>> DecodeSession::FromPrefill(
       layers[l].values.emplace_back(v, v + head_bytes);
     }
   }
-  return Create(engine, s, layers, s.num_tokens);
+  return Create(engine, s, layers, s.num_tokens, prefill.positions);
 }
 
 absl::StatusOr<std::vector<float>> DecodeSession::Step(int32_t token) {

@@ -1,6 +1,18 @@
-// The model engine: runs a Hugging Face decoder (Llama, Qwen2, Mistral) on the CPU with
-// libtorch, produces the KV cache a prefill node ships, and decodes from a cache imported
-// on a decode node (possibly pruned by kvcodec's selection).
+// The model engine: runs a Hugging Face decoder (Llama, Qwen2, Mistral) with libtorch on
+// the CPU or a CUDA GPU, produces the KV cache a prefill node ships, and decodes from a
+// cache imported on a decode node (possibly pruned by kvcodec's selection).
+//
+// Building with CUDA: the system libtorch (Debian/Ubuntu libtorch-dev) is CPU-only, and
+// EngineOptions::device = "cuda" then fails with FailedPrecondition. To run on a GPU, build
+// against the libtorch inside a CUDA-enabled PyTorch installation (a fresh build dir, since
+// Torch_DIR is cached), as one command line:
+//   cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release
+//         -DCMAKE_PREFIX_PATH=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
+// Check the wheel's C++ ABI first:
+//   python3 -c 'import torch; print(torch._C._GLIBCXX_USE_CXX11_ABI)'
+// If it prints False (older pip wheels), that libtorch cannot be linked with the system's
+// abseil/gtest (built with the C++11 ABI); use a cxx11-ABI libtorch instead (the
+// libtorch-cxx11-abi-*.zip downloads) and point CMAKE_PREFIX_PATH at its unpacked libtorch/.
 //
 // This header deliberately exposes no libtorch types: only engine.cc includes the torch
 // headers, so the rest of the server compiles fast and does not depend on them.
@@ -34,6 +46,11 @@ struct EngineOptions {
   // Prefill processes the prompt in chunks of this many tokens, so the attention score
   // buffer is [heads, chunk, T] rather than [heads, T, T].
   int prefill_chunk = 512;
+  // Where weights and activations live: "cpu", "cuda" (device 0) or "cuda:N". Exported
+  // caches, scores and logits are always copied back to host buffers, and imported caches
+  // are copied over. Load: InvalidArgument for any other string; FailedPrecondition("this
+  // build of libtorch has no CUDA" / "no CUDA device") when CUDA is asked for and absent.
+  std::string device = "cpu";
 };
 
 struct PrefillOptions {
@@ -111,7 +128,8 @@ class Engine {
 // subset of the prompt positions, each head with its own count (the session pads heads to
 // the longest and masks the padding). New tokens get positions prompt_length,
 // prompt_length + 1, ...: RoPE continues from the original prompt length and surviving
-// tokens keep their original positions.
+// tokens keep their original positions (keys are stored post-RoPE, so the positions are
+// used for the new tokens' RoPE and for sliding-window masks).
 class DecodeSession {
  public:
   // `layers[l]` (with layers[l].layer == l) holds, for each KV head h, kept[h] = the
@@ -119,9 +137,19 @@ class DecodeSession {
   // keys[h] / values[h] = kept[h].size() * head_dim elements in shape.dtype (float32,
   // float16 or bfloat16; converted to the engine dtype). InvalidArgument when shape or the
   // buffers disagree with the model. `engine` must outlive the session.
+  //
+  // With `positions` (kvcodec::FrameInfo::positions: the original position of each of the
+  // frame's shape.num_tokens tokens), kept[h] entries are token indices in
+  // [0, shape.num_tokens) instead, and kept index i has original position positions[i].
+  // positions must hold exactly shape.num_tokens strictly increasing values in
+  // [0, max_position_embeddings), else InvalidArgument. New tokens then start at
+  // max(prompt_length, positions.back() + 1): pass prompt_length = 0 to continue right after
+  // the last cached token, or the real prompt length if the frame dropped the prompt's tail.
+  // positions = 0..T-1 with prompt_length T behaves exactly as the call without positions.
   static absl::StatusOr<std::unique_ptr<DecodeSession>> Create(
       const Engine& engine, const kvcodec::CacheShape& shape,
-      std::span<const kvcodec::DecodedLayer> layers, int prompt_length);
+      std::span<const kvcodec::DecodedLayer> layers, int prompt_length,
+      std::span<const int32_t> positions = {});
   // Keeps every position of a prefill result (no pruning, no codec round trip).
   static absl::StatusOr<std::unique_ptr<DecodeSession>> FromPrefill(const Engine& engine,
                                                                     const PrefillResult& prefill);

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -291,6 +292,96 @@ TEST_P(EngineTest, PrunedAndRaggedCachesDecode) {
   EXPECT_EQ(*stopped, std::vector<int32_t>{(*first)[0]});
 }
 
+// A cache imported with FrameInfo-style positions: kept entries are token indices and
+// positions[i] is index i's original position.
+TEST_P(EngineTest, PositionsMapTokenIndicesToOriginalPositions) {
+  auto engine = Load(7);
+  ASSERT_TRUE(engine);
+  const int T = 21;
+  const std::vector<int32_t> prompt = Prompt(T + 1);
+  auto prefix = engine->Prefill(std::span(prompt).first(T));
+  ASSERT_TRUE(prefix.ok());
+  using absl::StatusCode;
+
+  // positions 0..T-1 behave exactly as the call without positions.
+  auto all = ToDecoded(*prefix, [&](int, int) { return Range(0, T); });
+  auto plain = DecodeSession::Create(*engine, prefix->shape, all, T);
+  const std::vector<int32_t> identity = Range(0, T);
+  auto with_pos = DecodeSession::Create(*engine, prefix->shape, all, T, identity);
+  auto from_zero = DecodeSession::Create(*engine, prefix->shape, all, 0, identity);
+  ASSERT_TRUE(plain.ok() && with_pos.ok() && from_zero.ok()) << with_pos.status();
+  EXPECT_EQ((*with_pos)->position(), T);
+  EXPECT_EQ((*from_zero)->position(), T);  // continues after positions.back()
+  auto a = (*plain)->Step(prompt[T]);
+  auto b = (*with_pos)->Step(prompt[T]);
+  auto c = (*from_zero)->Step(prompt[T]);
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+  EXPECT_EQ(*a, *b);
+  EXPECT_EQ(*a, *c);
+
+  // A frame that holds only some tokens (index i = original position sparse[i]) decodes
+  // exactly like the same rows imported by original position.
+  const std::vector<int32_t> sparse = {0, 2, 3, 7, 11, 12, 15, 18, 19, 20};
+  const int m = static_cast<int>(sparse.size());
+  auto by_position = ToDecoded(*prefix, [&](int l, int h) {
+    // Ragged on top: layer 1 head 0 also drops the token at index 1 (position 2).
+    std::vector<int32_t> k = sparse;
+    if (l == 1 && h == 0) k.erase(k.begin() + 1);
+    return k;
+  });
+  auto by_index = by_position;
+  for (kvcodec::DecodedLayer& dl : by_index) {
+    for (size_t h = 0; h < dl.kept.size(); ++h) {
+      for (int32_t& k : dl.kept[h]) {
+        k = static_cast<int32_t>(std::find(sparse.begin(), sparse.end(), k) - sparse.begin());
+      }
+    }
+  }
+  kvcodec::CacheShape frame_shape = prefix->shape;
+  frame_shape.num_tokens = m;
+  auto ref = DecodeSession::Create(*engine, prefix->shape, by_position, T);
+  auto mapped = DecodeSession::Create(*engine, frame_shape, by_index, 0, sparse);
+  ASSERT_TRUE(ref.ok() && mapped.ok()) << mapped.status();
+  EXPECT_EQ((*mapped)->position(), T);
+  auto gen_ref = GenerateGreedy(**ref, prompt[T], 4, {});
+  auto gen_mapped = GenerateGreedy(**mapped, prompt[T], 4, {});
+  ASSERT_TRUE(gen_ref.ok() && gen_mapped.ok());
+  EXPECT_EQ(*gen_ref, *gen_mapped);
+  // Without positions the indices would be taken as positions 0..m-1: different logits.
+  auto ref2 = DecodeSession::Create(*engine, prefix->shape, by_position, T);
+  auto mapped2 = DecodeSession::Create(*engine, frame_shape, by_index, 0, sparse);
+  auto naive = DecodeSession::Create(*engine, frame_shape, by_index, m);
+  ASSERT_TRUE(ref2.ok() && mapped2.ok() && naive.ok());
+  auto l_ref = (*ref2)->Step(prompt[T]);
+  auto l_mapped = (*mapped2)->Step(prompt[T]);
+  auto l_naive = (*naive)->Step(prompt[T]);
+  ASSERT_TRUE(l_ref.ok() && l_mapped.ok() && l_naive.ok());
+  EXPECT_EQ(*l_ref, *l_mapped);
+  EXPECT_GT(MaxAbsDiff(*l_ref, *l_naive), 1e-4);
+  // A prompt_length past the last cached position (the frame dropped the prompt's tail).
+  auto later = DecodeSession::Create(*engine, frame_shape, by_index, T + 3, sparse);
+  ASSERT_TRUE(later.ok());
+  EXPECT_EQ((*later)->position(), T + 3);
+
+  // Wrong length, non-increasing or out-of-range positions, indices past the frame.
+  const std::vector<int32_t> short_pos = Range(0, T - 1);
+  EXPECT_EQ(DecodeSession::Create(*engine, prefix->shape, all, T, short_pos).status().code(),
+            StatusCode::kInvalidArgument);
+  const std::vector<int32_t> long_pos = Range(0, T + 1);
+  EXPECT_EQ(DecodeSession::Create(*engine, prefix->shape, all, T, long_pos).status().code(),
+            StatusCode::kInvalidArgument);
+  std::vector<int32_t> repeated = identity;
+  repeated[5] = repeated[4];
+  EXPECT_EQ(DecodeSession::Create(*engine, prefix->shape, all, T, repeated).status().code(),
+            StatusCode::kInvalidArgument);
+  std::vector<int32_t> too_far = identity;
+  too_far.back() = kMaxPositions;
+  EXPECT_EQ(DecodeSession::Create(*engine, prefix->shape, all, T, too_far).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(DecodeSession::Create(*engine, frame_shape, by_position, 0, sparse).status().code(),
+            StatusCode::kInvalidArgument);  // kept 11.. >= m token indices
+}
+
 TEST_P(EngineTest, BFloat16EngineIsCloseToFloat32) {
   auto f32 = Load(7);
   auto bf16 = Load(7, "bfloat16");
@@ -435,6 +526,38 @@ TEST(EngineWindowTest, SlidingWindowChangesLogits) {
   rb = (*b)->Prefill(Prompt(20));
   ASSERT_TRUE(ra.ok() && rb.ok());
   EXPECT_GT(MaxAbsDiff(ra->last_logits, rb->last_logits), 1e-4);
+}
+
+// This libtorch is CPU-only: "cuda" is refused with a clear FailedPrecondition, an unknown
+// device string with InvalidArgument.
+TEST(EngineDeviceTest, DeviceSelection) {
+  TempDir dir;
+  ASSERT_TRUE(modelio::WriteRandomCheckpoint(dir.path(), TinyConfig(Architecture::kLlama), 3,
+                                             modelio::Dtype::kF32)
+                  .ok());
+  EngineOptions o;
+  o.model_dir = dir.path();
+  o.threads = 2;
+  o.device = "cpu";
+  EXPECT_TRUE(Engine::Load(o).ok());
+  using absl::StatusCode;
+  if (!at::hasCUDA()) {
+    for (const char* cuda : {"cuda", "cuda:0", "cuda:3"}) {
+      o.device = cuda;
+      absl::Status st = Engine::Load(o).status();
+      EXPECT_EQ(st.code(), StatusCode::kFailedPrecondition) << cuda << ": " << st;
+      EXPECT_THAT(std::string(st.message()),
+                  ::testing::AnyOf(::testing::HasSubstr("this build of libtorch has no CUDA"),
+                                   ::testing::HasSubstr("no CUDA device")))
+          << st;
+    }
+  }
+  for (const char* bad : {"gpu", "CPU", "cuda:", "cuda:x", "cuda:-1", "cuda:0 ", "", "mps"}) {
+    o.device = bad;
+    absl::Status st = Engine::Load(o).status();
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << "'" << bad << "': " << st;
+    EXPECT_THAT(std::string(st.message()), ::testing::HasSubstr("device")) << st;
+  }
 }
 
 // Manual benchmark: ./engine_test --gtest_also_run_disabled_tests
