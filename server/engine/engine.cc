@@ -313,6 +313,9 @@ absl::StatusOr<PrefillResult> Engine::Impl::Prefill(std::span<const int32_t> tok
                                                    cfg.max_position_embeddings, ")"));
   }
   for (int32_t id : tokens) ENGINE_RETURN_IF_ERROR(CheckToken(id));
+  if (opts.prefill_chunk_override < 0) {
+    return absl::InvalidArgumentError("prefill_chunk_override must be >= 0");
+  }
   if (opts.snapkv_window < 0) {
     return absl::InvalidArgumentError("snapkv_window must be >= 0");
   }
@@ -341,6 +344,11 @@ absl::StatusOr<PrefillResult> Engine::Impl::Prefill(std::span<const int32_t> tok
     ranges.push_back(
         {opts.question_begin, opts.question_end, at::zeros({L, kv_heads, T}, On(at::kFloat))});
   }
+  int accumulated_index = -1;
+  if (opts.accumulated_scores) {
+    accumulated_index = static_cast<int>(ranges.size());
+    ranges.push_back({0, T, at::zeros({L, kv_heads, T}, On(at::kFloat))});
+  }
 
   std::vector<int64_t> ids64(tokens.begin(), tokens.end());
   at::Tensor ids = at::from_blob(ids64.data(), {T}, at::kLong)
@@ -353,7 +361,7 @@ absl::StatusOr<PrefillResult> Engine::Impl::Prefill(std::span<const int32_t> tok
   at::Tensor debug_q;
   if (opts.debug_return_queries) debug_q = at::empty({L, heads, T, head_dim}, On(at::kFloat));
 
-  const int64_t chunk = prefill_chunk;
+  const int64_t chunk = opts.prefill_chunk_override > 0 ? opts.prefill_chunk_override : prefill_chunk;
   at::Tensor last_hidden;
   for (int64_t p0 = 0; p0 < T; p0 += chunk) {
     const int64_t n = std::min(chunk, T - p0);
@@ -417,6 +425,7 @@ absl::StatusOr<PrefillResult> Engine::Impl::Prefill(std::span<const int32_t> tok
   };
   if (window_index >= 0) result.window_scores = to_scores(ranges[window_index]);
   if (question_index >= 0) result.question_scores = to_scores(ranges[question_index]);
+  if (accumulated_index >= 0) result.accumulated_scores = to_scores(ranges[accumulated_index]);
   if (debug_q.defined()) {
     for (int64_t l = 0; l < L; ++l) result.debug_queries.push_back(ToFloatVector(debug_q[l]));
   }

@@ -61,6 +61,11 @@ struct PrefillOptions {
   // attention that the queries in [question_begin, question_end) give to every key (Q2C).
   int question_begin = -1;
   int question_end = -1;
+  // If true, PrefillResult::accumulated_scores holds the attention every query position gives
+  // to every key, summed over all queries (H2O's accumulated attention).
+  bool accumulated_scores = false;
+  // If > 0, overrides EngineOptions::prefill_chunk for this call.
+  int prefill_chunk_override = 0;
   // Tests only: also return the post-RoPE queries, so a reference attention can be
   // computed outside the engine.
   bool debug_return_queries = false;
@@ -86,6 +91,7 @@ struct PrefillResult {
   // compares scores, so either reduction picks the same tokens.
   std::optional<kvcodec::ImportanceScores> window_scores;
   std::optional<kvcodec::ImportanceScores> question_scores;
+  std::optional<kvcodec::ImportanceScores> accumulated_scores;
   // Only with PrefillOptions::debug_return_queries: per layer, float32
   // [num_attention_heads, tokens, head_dim] post-RoPE queries.
   std::vector<std::vector<float>> debug_queries;

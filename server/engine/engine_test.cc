@@ -207,10 +207,12 @@ TEST_P(EngineTest, ScoresMatchFullAttentionMatrix) {
   opts.snapkv_window = window;
   opts.question_begin = qb;
   opts.question_end = qe;
+  opts.accumulated_scores = true;
+  opts.prefill_chunk_override = 6;  // accumulation must add up across chunks
   opts.debug_return_queries = true;
   auto r = engine->Prefill(prompt, opts);
   ASSERT_TRUE(r.ok()) << r.status();
-  ASSERT_TRUE(r->window_scores && r->question_scores);
+  ASSERT_TRUE(r->window_scores && r->question_scores && r->accumulated_scores);
   ASSERT_EQ(r->debug_queries.size(), 2u);
   const int H = 4, KVH = 2, D = 16, G = H / KVH;
   for (int l = 0; l < 2; ++l) {
@@ -230,12 +232,14 @@ TEST_P(EngineTest, ScoresMatchFullAttentionMatrix) {
     };
     at::Tensor ref_window = reduce(T - window, T);
     at::Tensor ref_question = reduce(qb, qe);
+    at::Tensor ref_accumulated = reduce(0, T);
     for (int h = 0; h < KVH; ++h) {
       float total = 0;
       for (int t = 0; t < T; ++t) {
         EXPECT_NEAR(r->window_scores->at(l, h, t), ref_window[h][t].item<float>(), 1e-5)
             << "layer " << l << " head " << h << " token " << t;
         EXPECT_NEAR(r->question_scores->at(l, h, t), ref_question[h][t].item<float>(), 1e-5);
+        EXPECT_NEAR(r->accumulated_scores->at(l, h, t), ref_accumulated[h][t].item<float>(), 1e-4);
         total += r->window_scores->at(l, h, t);
       }
       // Each query row is a distribution; G heads x window rows.
