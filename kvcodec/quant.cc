@@ -856,3 +856,49 @@ absl::Status UnpackBits(std::span<const uint8_t> packed, int bits, size_t n,
 }
 
 }  // namespace kvcodec
+
+namespace kvcodec {
+
+void DequantizeTokenRowsToBF16(const uint8_t* codes, const uint16_t* params, size_t rows,
+                               int head_dim, int group, uint16_t* out) {
+  const size_t groups = static_cast<size_t>(rows) * (head_dim / group);
+  for (size_t gi = 0; gi < groups; ++gi, params += 2) {
+    const float scale = FiniteHalfToFloat(params[0]);
+    const float offset = FiniteHalfToFloat(params[1]);
+    int c = 0;
+#if defined(__SSE2__)
+    // 16 codes per step: widen to int32, to float, offset + code * scale (same operation order
+    // as DequantSpan, no FMA), clamp to the half range, then round to nearest even into bf16.
+    // The arithmetic shift keeps each bf16 pattern in int16 range so packs_epi32 is exact.
+    const __m128 vs = _mm_set1_ps(scale), vo = _mm_set1_ps(offset);
+    const __m128 lo = _mm_set1_ps(-kHalfMax), hi = _mm_set1_ps(kHalfMax);
+    const __m128i zero = _mm_setzero_si128(), one = _mm_set1_epi32(1), bias = _mm_set1_epi32(0x7fff);
+    auto round4 = [&](__m128i q32) {
+      __m128 f = _mm_add_ps(vo, _mm_mul_ps(_mm_cvtepi32_ps(q32), vs));
+      f = _mm_min_ps(_mm_max_ps(f, lo), hi);
+      const __m128i b = _mm_castps_si128(f);
+      const __m128i lsb = _mm_and_si128(_mm_srli_epi32(b, 16), one);
+      return _mm_srai_epi32(_mm_add_epi32(b, _mm_add_epi32(bias, lsb)), 16);
+    };
+    for (; c + 16 <= group; c += 16) {
+      const __m128i q8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + c));
+      const __m128i q16lo = _mm_unpacklo_epi8(q8, zero), q16hi = _mm_unpackhi_epi8(q8, zero);
+      const __m128i r0 = round4(_mm_unpacklo_epi16(q16lo, zero));
+      const __m128i r1 = round4(_mm_unpackhi_epi16(q16lo, zero));
+      const __m128i r2 = round4(_mm_unpacklo_epi16(q16hi, zero));
+      const __m128i r3 = round4(_mm_unpackhi_epi16(q16hi, zero));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + c), _mm_packs_epi32(r0, r1));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + c + 8), _mm_packs_epi32(r2, r3));
+    }
+#endif
+    for (; c < group; ++c) {
+      float f = offset + static_cast<float>(codes[c]) * scale;
+      f = std::min(std::max(f, -kHalfMax), kHalfMax);
+      out[c] = FloatToBF16(f);
+    }
+    codes += group;
+    out += group;
+  }
+}
+
+}  // namespace kvcodec

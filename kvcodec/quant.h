@@ -77,3 +77,14 @@ std::vector<uint8_t> PackBits(std::span<const uint8_t> codes, int bits);
 absl::Status UnpackBits(std::span<const uint8_t> packed, int bits, size_t n, std::span<uint8_t> out);
 
 }  // namespace kvcodec
+
+namespace kvcodec {
+
+// Fused Dequantize + conversion to bfloat16 for the common case (per-token axis, no delta):
+// `rows` rows of head_dim codes with head_dim / group (scale, offset) pairs each. Produces
+// exactly what Dequantize followed by FromFloat(kBFloat16) produces, in one pass. Codes must be
+// < 2^bits and params finite (the caller checks, as Dequantize does).
+void DequantizeTokenRowsToBF16(const uint8_t* codes, const uint16_t* params, size_t rows,
+                               int head_dim, int group, uint16_t* out);
+
+}  // namespace kvcodec

@@ -773,3 +773,47 @@ TEST(BFloat16, KnownValuesAndFloat32Copy) {
 
 }  // namespace
 }  // namespace kvcodec
+
+namespace kvcodec {
+namespace {
+
+// The frame decoder's fused path must give bit for bit what the generic path gives.
+TEST(FusedDequantTest, MatchesDequantizeThenBF16) {
+  uint64_t state = 99;
+  auto next = [&] {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    return static_cast<uint32_t>(state >> 33);
+  };
+  for (int bits : {8, 4, 2}) {
+    for (int group : {0, 16, 32, 24}) {
+      const int d = 96;
+      QuantSpec spec;
+      spec.coding = bits == 8 ? ValueCoding::kInt8 : bits == 4 ? ValueCoding::kInt4 : ValueCoding::kInt2;
+      spec.group_size = group;
+      SectionShape shape;
+      shape.head_dim = d;
+      shape.rows_per_head = {37, 5};
+      const int g = group ? group : d;
+      QuantizedSection q;
+      q.main_codes.resize(shape.num_elements());
+      for (auto& c : q.main_codes) c = static_cast<uint8_t>(next() & ((1u << bits) - 1));
+      q.main_params.resize(NumMainParams(spec, DeltaConfig{}, shape));
+      for (size_t i = 0; i < q.main_params.size(); ++i) {
+        // Mix of ordinary, subnormal and huge (clamped) scales and offsets; never inf/NaN.
+        uint16_t p = static_cast<uint16_t>(next() & 0xffff);
+        if ((p & 0x7c00u) == 0x7c00u) p &= 0xbfffu;
+        q.main_params[i] = p;
+      }
+      std::vector<float> ref(shape.num_elements());
+      ASSERT_TRUE(Dequantize(spec, DeltaConfig{}, shape, q, ref).ok());
+      std::vector<uint16_t> expected(ref.size()), fused(ref.size());
+      FromFloat(ref.data(), ref.size(), DType::kBFloat16, expected.data());
+      DequantizeTokenRowsToBF16(q.main_codes.data(), q.main_params.data(), shape.num_rows(), d, g,
+                                fused.data());
+      EXPECT_EQ(fused, expected) << "bits " << bits << " group " << group;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace kvcodec

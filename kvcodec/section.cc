@@ -40,7 +40,7 @@ void GatherFloat(const CacheShape& shape, const std::vector<std::vector<int32_t>
 
 // Splits concatenated float rows into per-head buffers of the cache dtype.
 void ScatterFloat(const CacheShape& shape, const std::vector<std::vector<int32_t>>& kept,
-                  std::span<const float> values, std::vector<std::vector<uint8_t>>* out) {
+                  std::span<const float> values, std::vector<ByteBuffer>* out) {
   const size_t d = shape.head_dim, esize = DTypeSize(shape.dtype);
   out->resize(kept.size());
   size_t offset = 0;
@@ -171,7 +171,7 @@ absl::Status EncodeSection(ByteWriter& w, const CacheShape& shape, const QuantSp
 
 absl::Status DecodeSection(ByteReader& r, const CacheShape& shape, const QuantSpec& raw_spec,
                            const CodecConfig& config, const std::vector<std::vector<int32_t>>& kept,
-                           std::vector<std::vector<uint8_t>>* out) {
+                           std::vector<ByteBuffer>* out) {
   const QuantSpec spec = CanonicalSpec(raw_spec);
   const DeltaConfig delta = SectionDelta(spec, config.delta);
   uint8_t coding = 0, axis = 0, mode = 0, closed = 0;
@@ -236,6 +236,30 @@ absl::Status DecodeSection(ByteReader& r, const CacheShape& shape, const QuantSp
         KVC_RETURN_IF_ERROR(ReadByteStream(
             r, 4, {reinterpret_cast<uint8_t*>(q.ref_params.data()), q.ref_params.size() * 2},
             "reference scales"));
+      }
+      if (delta.mode == DeltaMode::kNone && spec.axis == QuantAxis::kPerToken &&
+          shape.dtype == DType::kBFloat16) {
+        // The common case in one pass from codes to bf16 (no float32 copy of the section).
+        // Codes are < 2^bits by construction of both stream readers; params are checked here
+        // exactly as Dequantize checks them.
+        for (uint16_t p : q.main_params) {
+          if ((p & 0x7c00u) == 0x7c00u) {
+            return absl::DataLossError("codes: quantization scale or offset is not a finite half float");
+          }
+        }
+        const int group = spec.group_size > 0 ? spec.group_size : d;
+        const uint8_t* codes = q.main_codes.data();
+        const uint16_t* params = q.main_params.data();
+        out->resize(kept.size());
+        for (size_t h = 0; h < kept.size(); ++h) {
+          const size_t rows = kept[h].size();
+          (*out)[h].resize(rows * d * 2);
+          DequantizeTokenRowsToBF16(codes, params, rows, d, group,
+                                    reinterpret_cast<uint16_t*>((*out)[h].data()));
+          codes += rows * d;
+          params += rows * 2 * (d / group);
+        }
+        return absl::OkStatus();
       }
       absl::Status s = Dequantize(spec, delta, sshape, q, values);
       if (!s.ok()) return absl::DataLossError(absl::StrCat("codes: ", s.message()));

@@ -36,6 +36,6 @@ absl::Status EncodeSection(ByteWriter& w, const CacheShape& shape, const QuantSp
 absl::Status DecodeSection(ByteReader& r, const CacheShape& shape, const QuantSpec& spec,
                            const CodecConfig& config,
                            const std::vector<std::vector<int32_t>>& kept,
-                           std::vector<std::vector<uint8_t>>* out);
+                           std::vector<ByteBuffer>* out);
 
 }  // namespace kvcodec

@@ -105,7 +105,7 @@ std::vector<kvcodec::DecodedLayer> ToDecoded(const PrefillResult& r, KeepFn kept
     layers[l].layer = l;
     for (int h = 0; h < s.num_kv_heads; ++h) {
       std::vector<int32_t> k = kept(l, h);
-      std::vector<uint8_t> keys, values;
+      kvcodec::ByteBuffer keys, values;
       for (int32_t t : k) {
         const size_t off = (static_cast<size_t>(h) * s.num_tokens + t) * row;
         keys.insert(keys.end(), r.keys[l].begin() + off, r.keys[l].begin() + off + row);
