@@ -63,7 +63,7 @@ double RelRmse(const kvcodec::SyntheticCache& cache, const std::vector<kvcodec::
 
 std::vector<std::string> DefaultPresets(bool demo) {
   if (demo) {
-    return {"full", "full-zstd", "int8", "int4", "int4-rans", "int4-channel", "mixed-int4",
+    return {"full", "full-zstd", "int8", "int4", "int4-rans", "int4-channel", "int4-kivi", "mixed-int4",
             "int3", "int2", "cachegen", "svd64", "snapkv25-int4", "h2o25-int4", "streaming25-int4"};
   }
   return {"full-zstd", "full-rans", "int8", "int4", "int4-rans", "mixed-int4", "int2", "snapkv25-int4"};

@@ -378,6 +378,8 @@ const std::vector<std::pair<std::string, std::string>>& PresetTable() {
       {"int4", "plan=*:int4"},
       {"int4-rans", "plan=*:int4;entropy=rans"},
       {"int4-channel", "plan=*:int4/channel;entropy=rans"},
+      // KIVI's split: keys have per-channel outliers, values do not.
+      {"int4-kivi", "plan=*k:int4/channel,*v:int4/token;entropy=rans"},
       {"int3", "plan=*:int3;entropy=rans"},
       {"int2", "plan=*:int2/g32;entropy=rans"},
       // Seed 003: layer 0 kept at 16 bits makes INT4 lossless at ~27.7% bandwidth.
