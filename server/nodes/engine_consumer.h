@@ -1,0 +1,66 @@
+// The decode node's generator: turns a verified, rebuilt kvcodec frame plus its UploadHeader into
+// a GenerateReply.
+//
+// Prefill/decode token contract (both nodes in this folder follow it):
+//   * the prompt has T >= 2 tokens; the prefill node runs the model on the first T-1 of them
+//     and ships that cache (possibly pruned by selection);
+//   * UploadHeader.prompt_tokens = T-1, the prompt tokens the cache covers before selection
+//     (the position the suffix continues from);
+//   * UploadHeader.suffix_token_ids = the prompt tokens the cache does not cover, in order
+//     (the prefill node sends exactly one: the last prompt token). It must not be empty: the
+//     decode node feeds them with DecodeSession::Step at positions T-1, T, ... and the logits of
+//     the last one start generation. The prefill node therefore never needs to ship logits, and
+//     the first generated token is computed entirely on the decode node from the rebuilt cache.
+//   * RequestStats.prompt_tokens = prompt_tokens + suffix size (= T).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "proto/kvwire.pb.h"
+#include "server/engine/generate.h"
+#include "server/nodes/model.h"
+#include "server/transport/decode_service.h"
+
+namespace kvwire::nodes {
+
+// GenerationOptions -> engine::GenerateOptions (without eos ids or detokenizer).
+// max_new_tokens 0 -> `default_max_new_tokens`; top_p 0 -> 1 (disabled). InvalidArgument for a
+// negative max_new_tokens, temperature or top_k, a top_p outside [0, 1], NaN, or an empty stop
+// string.
+absl::StatusOr<engine::GenerateOptions> ToGenerateOptions(const kvwire::v1::GenerationOptions& options,
+                                                          int default_max_new_tokens);
+
+kvwire::v1::FinishReason ToFinishReason(const std::string& reason);
+
+struct EngineConsumerOptions {
+  // Used when the request's max_new_tokens is 0.
+  int default_max_new_tokens = 128;
+};
+
+class EngineConsumer final : public transport::CacheConsumer {
+ public:
+  // `model` is not owned and must outlive the consumer. Thread-safe: the decode service may run
+  // several consumers at once (each builds its own DecodeSession).
+  EngineConsumer(const NodeModel& model, EngineConsumerOptions options = {});
+
+  // Builds a DecodeSession from the frame (prompt_length = header.prompt_tokens, positions =
+  // info.positions), feeds header.suffix_token_ids and generates. InvalidArgument for bad
+  // generation options, an empty suffix, or ids outside the vocabulary; InvalidArgument from
+  // DecodeSession::Create when the frame's shape does not fit the model; other engine errors as
+  // they come. Stats: first_token_seconds (from Consume's start, i.e. the session build, to the
+  // first generated token; the prefill node adds the time before it), tokens_per_second (after
+  // the first token), prompt_tokens, generated_tokens. rebuild_seconds is the transport's
+  // (verifying and dequantizing while the frame streams in).
+  absl::StatusOr<kvwire::v1::GenerateReply> Consume(const kvcodec::FrameInfo& info,
+                                                    std::vector<kvcodec::DecodedLayer> layers,
+                                                    const kvwire::v1::UploadHeader& header) override;
+
+ private:
+  const NodeModel& model_;
+  const EngineConsumerOptions options_;
+};
+
+}  // namespace kvwire::nodes

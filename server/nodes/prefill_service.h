@@ -1,0 +1,106 @@
+// The PrefillNode gRPC service (callback API): tokenizes the prompt, prefills it, selects and
+// encodes the KV cache with kvcodec, streams the frame to a DecodeNode and relays its reply
+// with the prefill-side statistics added.
+//
+// Token contract with the decode node: see engine_consumer.h (the cache covers the prompt's
+// first T-1 tokens; the last token travels in UploadHeader.suffix_token_ids).
+//
+// Prompt: chat `messages` are rendered with the model's chat template (add_generation_prompt)
+// and tokenized with special tokens parsed; otherwise the prompt is context + "\n" + question
+// (just the one that is set if only one is), tokenized as plain text (special-token spellings
+// in user text are not matched), with the BOS id prepended when tokenizer_config.json says
+// add_bos_token.
+//
+// Q2C's question span: for (context, question) prompts, the tokens after the longest common
+// prefix of the tokenization of context + "\n" and of the whole prompt; for chat prompts, the
+// tokens after the common prefix with the rendering of all messages but the last (the whole
+// prompt if there is one message). The span (clipped to the cache's T-1 tokens) is protected.
+//
+// Status codes: INVALID_ARGUMENT for an unknown preset or bad codec config text, both messages
+// and context/question set, an empty prompt, a prompt of fewer than 2 tokens or with no room to
+// generate (T >= max_position_embeddings), invalid UTF-8, a Q2C request without a question
+// span, bad generation options; DEADLINE_EXCEEDED when the client's deadline passes; whatever
+// the decode node answered (FAILED_PRECONDITION for another model, UNAVAILABLE when it is down,
+// ...) is relayed as is.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "grpcpp/grpcpp.h"
+#include "kvcodec/kvcodec.h"
+#include "proto/kvwire.grpc.pb.h"
+#include "proto/kvwire.pb.h"
+#include "server/nodes/model.h"
+
+namespace kvwire::nodes {
+
+// A tokenized prompt. `question_begin`/`question_end` delimit the question span in `token_ids`
+// (both -1 when the prompt has none).
+struct Prompt {
+  std::vector<int32_t> token_ids;
+  int question_begin = -1;
+  int question_end = -1;
+};
+
+// Builds and tokenizes the request's prompt as described above (no length checks).
+absl::StatusOr<Prompt> BuildPrompt(const NodeModel& model, const kvwire::v1::GenerateRequest& request);
+
+// The request's codec: its config text, else its preset, else `default_codec` (a preset name or
+// config text). InvalidArgument when nothing parses.
+absl::StatusOr<kvcodec::CodecConfig> ResolveCodec(const kvwire::v1::GenerateRequest& request,
+                                                  const std::string& default_codec);
+
+struct PrefillServiceOptions {
+  // Not owned; must outlive the service.
+  const NodeModel* model = nullptr;
+  // The decode node's channel (e.g. grpc::CreateChannel("host:port", ...)).
+  std::shared_ptr<grpc::ChannelInterface> decode_channel;
+  // Codec used when the request names none: a preset name or config text.
+  std::string default_codec = "int4-rans";
+  // Upload slice size (<= transport::kMaxSliceBytes).
+  size_t slice_bytes = size_t{1} << 20;
+  // Deadline for the decode call when the client set none.
+  std::chrono::milliseconds default_timeout{std::chrono::minutes(10)};
+  // Requests worked on at once; more wait in a queue (the engine is CPU- or GPU-bound).
+  int workers = 2;
+};
+
+class PrefillNodeService final : public kvwire::v1::PrefillNode::CallbackService {
+ public:
+  explicit PrefillNodeService(PrefillServiceOptions options);
+  // Stops the workers after the queued requests (shut the server down first).
+  ~PrefillNodeService() override;
+
+  grpc::ServerUnaryReactor* Generate(grpc::CallbackServerContext* context,
+                                     const kvwire::v1::GenerateRequest* request,
+                                     kvwire::v1::GenerateReply* reply) override;
+
+  // The whole request, synchronously (what a worker runs). `received` is when the request
+  // arrived; `deadline` bounds the decode call. Public for tests and an in-process client.
+  absl::StatusOr<kvwire::v1::GenerateReply> Handle(const kvwire::v1::GenerateRequest& request,
+                                                   std::chrono::steady_clock::time_point received,
+                                                   std::chrono::system_clock::time_point deadline,
+                                                   const grpc::CallbackServerContext* context);
+
+ private:
+  struct Job;
+  void WorkerLoop();
+
+  const PrefillServiceOptions options_;
+  std::unique_ptr<kvwire::v1::DecodeNode::Stub> decode_stub_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::unique_ptr<Job>> queue_;  // FIFO (front = oldest)
+  bool stopping_ = false;
+  std::vector<std::thread> workers_;
+};
+
+}  // namespace kvwire::nodes

@@ -1,0 +1,66 @@
+// Starting and stopping the two node servers (what `kvwire serve prefill|decode` will call).
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "grpcpp/grpcpp.h"
+#include "server/nodes/engine_consumer.h"
+#include "server/nodes/model.h"
+#include "server/nodes/prefill_service.h"
+#include "server/transport/decode_service.h"
+
+namespace kvwire::nodes {
+
+struct NodeOptions {
+  // host:port to listen on; port 0 lets the OS choose (RunningServer::port() reports it).
+  std::string listen_address = "127.0.0.1:0";
+  ModelOptions model;
+  // Prefill node only: the decode node's address and the request defaults.
+  std::string decode_address;
+  std::string default_codec = "int4-rans";
+  int workers = 2;
+  std::chrono::milliseconds default_timeout{std::chrono::minutes(10)};
+  // Decode node only.
+  int default_max_new_tokens = 128;
+  kvcodec::DecodeLimits limits;
+};
+
+class RunningServer {
+ public:
+  ~RunningServer();  // Shutdown() with a 5 s grace period if not done yet
+  RunningServer(const RunningServer&) = delete;
+  RunningServer& operator=(const RunningServer&) = delete;
+
+  int port() const { return port_; }
+  const NodeModel& model() const { return *model_; }
+  // Stops accepting calls, lets calls in flight finish until `grace` has passed (then cancels
+  // them) and waits for the workers. Idempotent.
+  void Shutdown(std::chrono::milliseconds grace = std::chrono::seconds(5));
+  // Blocks until Shutdown() (from another thread) completes.
+  void Wait();
+
+ private:
+  friend absl::StatusOr<std::unique_ptr<RunningServer>> StartDecodeNode(const NodeOptions&);
+  friend absl::StatusOr<std::unique_ptr<RunningServer>> StartPrefillNode(const NodeOptions&);
+  RunningServer() = default;
+
+  std::unique_ptr<NodeModel> model_;
+  std::unique_ptr<EngineConsumer> consumer_;
+  std::unique_ptr<transport::DecodeNodeService> decode_service_;
+  std::unique_ptr<PrefillNodeService> prefill_service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  bool shut_down_ = false;
+};
+
+// Loads the model and serves DecodeNode on opts.listen_address. UnavailableError when the
+// address cannot be bound; model loading errors as they come.
+absl::StatusOr<std::unique_ptr<RunningServer>> StartDecodeNode(const NodeOptions& opts);
+// Loads the model and serves PrefillNode, uploading to opts.decode_address (InvalidArgument if
+// empty; the decode node need not be up yet: calls then fail with UNAVAILABLE).
+absl::StatusOr<std::unique_ptr<RunningServer>> StartPrefillNode(const NodeOptions& opts);
+
+}  // namespace kvwire::nodes
