@@ -10,6 +10,10 @@
 #if KVWIRE_HAVE_ENGINE
 #include "bench/engine_bench.h"
 #endif
+#if KVWIRE_HAVE_NODES
+#include "client/generate_cmd.h"
+#include "client/serve_cmd.h"
+#endif
 
 int main(int argc, char** argv) {
   // Caches and frames are hundreds of MB and are allocated per request. Keeping freed memory in
@@ -20,6 +24,9 @@ int main(int argc, char** argv) {
   CLI::App app{"kvwire: compressed KV-cache transfer between LLM prefill and decode nodes"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "kvwire 0.1.0");
+  app.footer(
+      "Exit codes: 0 success; 1 the job failed (generate: the RPC failed, its gRPC code name and "
+      "message on stderr; health: not SERVING; serve: the node could not start); 2 bad command line.");
 
   kvwire::CodecBenchOptions demo_opts;
   demo_opts.tokens = 2048;
@@ -65,6 +72,14 @@ int main(int argc, char** argv) {
   bench_engine->add_option("--vocab", engine_opts.vocab, "Random model: vocabulary")->capture_default_str()->check(CLI::Range(3, 1 << 22));
   bench_engine->add_flag("--json", engine_opts.json, "Machine-readable output");
 #endif
+#if KVWIRE_HAVE_NODES
+  kvwire::cli::ServeOptions serve_opts;
+  auto* serve = kvwire::cli::AddServeCommand(app, serve_opts);
+  kvwire::cli::GenerateOptions generate_opts;
+  auto* generate = kvwire::cli::AddGenerateCommand(app, generate_opts);
+  kvwire::cli::HealthOptions health_opts;
+  auto* health = kvwire::cli::AddHealthCommand(app, health_opts);
+#endif
 
   try {
     app.parse(argc, argv);
@@ -76,6 +91,11 @@ int main(int argc, char** argv) {
   if (*bench_codec) return kvwire::RunCodecBench(bench_opts);
 #if KVWIRE_HAVE_ENGINE
   if (*bench_engine) return kvwire::RunEngineBench(engine_opts);
+#endif
+#if KVWIRE_HAVE_NODES
+  if (*serve) return kvwire::cli::RunServe(serve_opts);
+  if (*generate) return kvwire::cli::RunGenerate(generate_opts);
+  if (*health) return kvwire::cli::RunHealth(health_opts);
 #endif
   return 2;
 }

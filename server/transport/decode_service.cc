@@ -31,6 +31,9 @@ absl::Status FromGrpcStatus(const grpc::Status& status) {
 
 void ConfigureServerBuilder(grpc::ServerBuilder& builder) {
   builder.SetMaxReceiveMessageSize(kMaxReceiveMessageBytes);
+  // gRPC enables SO_REUSEPORT by default, which lets a second node silently share a port that
+  // one already serves; a node must instead fail to start.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
 }
 
 void FillFrameStats(const kvcodec::FrameInfo& info, std::span<const kvcodec::DecodedLayer> layers,

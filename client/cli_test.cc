@@ -1,0 +1,320 @@
+// End to end through the real `kvwire` binary: writes a tiny random Qwen2-style checkpoint with a
+// byte-level tokenizer, starts `kvwire serve decode` and `kvwire serve prefill` as processes on
+// OS-chosen loopback ports, runs `kvwire generate` and `kvwire health`, then SIGTERMs the nodes.
+#include <fcntl.h>
+#include <poll.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "server/modelio/random_checkpoint.h"
+#include "server/tokenizer/bpe_model.h"
+#include "server/tokenizer/utf8.h"
+
+namespace kvwire {
+namespace {
+
+using json = nlohmann::json;
+using ::testing::HasSubstr;
+using Clock = std::chrono::steady_clock;
+
+constexpr int kEndOfText = 261, kImStart = 262, kImEnd = 263;
+
+std::string TinyTokenizerJson() {
+  json vocab = json::object();
+  for (int b = 0; b < 256; ++b) {
+    std::string s;
+    tokenizer::utf8::Append(tokenizer::ByteLevelByteToChar(static_cast<uint8_t>(b)), &s);
+    vocab[s] = b;
+  }
+  const std::vector<std::pair<std::string, std::string>> merges = {
+      {"Ġ", "t"}, {"h", "e"}, {"Ġt", "he"}, {"i", "n"}, {"Ġ", "a"}};
+  json merge_list = json::array();
+  int id = 256;
+  for (const auto& [a, b] : merges) {
+    vocab[a + b] = id++;
+    merge_list.push_back(a + " " + b);
+  }
+  json added = json::array();
+  for (const auto& [tid, text] : std::vector<std::pair<int, std::string>>{
+           {kEndOfText, "<|endoftext|>"}, {kImStart, "<|im_start|>"}, {kImEnd, "<|im_end|>"}}) {
+    vocab[text] = tid;
+    added.push_back({{"id", tid}, {"content", text}, {"special", true}, {"normalized", false},
+                     {"single_word", false}, {"lstrip", false}, {"rstrip", false}});
+  }
+  json j = {{"version", "1.0"},
+            {"added_tokens", added},
+            {"normalizer", nullptr},
+            {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
+            {"decoder", {{"type", "ByteLevel"}}},
+            {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merge_list}}}};
+  return j.dump();
+}
+
+void WriteModel(const std::filesystem::path& dir) {
+  modelio::ModelConfig c;
+  c.architecture = modelio::Architecture::kQwen2;
+  c.vocab_size = 272;
+  c.hidden_size = 64;
+  c.intermediate_size = 128;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.head_dim = 16;
+  c.max_position_embeddings = 512;
+  c.rms_norm_eps = 1e-6;
+  c.rope_theta = 1e6;
+  c.attention_bias = true;
+  c.tie_word_embeddings = true;
+  c.eos_token_ids = {kEndOfText};
+  std::filesystem::create_directories(dir);
+  ASSERT_TRUE(modelio::WriteRandomCheckpoint(dir.string(), c, 7, modelio::Dtype::kF32).ok());
+  std::ofstream(dir / "tokenizer.json") << TinyTokenizerJson();
+}
+
+// A child process with its stdout and stderr on pipes. Killed (SIGKILL) and reaped on
+// destruction if still running.
+class Child {
+ public:
+  explicit Child(std::vector<std::string> args) {
+    int out[2], err[2];
+    if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) return;
+    pid_ = fork();
+    if (pid_ == 0) {
+      dup2(out[1], 1);
+      dup2(err[1], 2);
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    close(out[1]);
+    close(err[1]);
+    out_ = out[0];
+    err_ = err[0];
+  }
+  ~Child() {
+    if (pid_ > 0 && !exited_) {
+      kill(pid_, SIGKILL);
+      int status;
+      waitpid(pid_, &status, 0);
+    }
+    if (out_ >= 0) close(out_);
+    if (err_ >= 0) close(err_);
+  }
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+
+  bool started() const { return pid_ > 0; }
+  pid_t pid() const { return pid_; }
+  const std::string& out() const { return out_text_; }
+  const std::string& err() const { return err_text_; }
+
+  // Reads until stdout holds a full line or `deadline`; returns the first line ("" on timeout).
+  std::string FirstLine(Clock::time_point deadline) {
+    while (out_text_.find('\n') == std::string::npos && Clock::now() < deadline) {
+      if (!Pump(deadline)) break;
+    }
+    const size_t nl = out_text_.find('\n');
+    return nl == std::string::npos ? "" : out_text_.substr(0, nl);
+  }
+
+  // Drains the pipes and waits for exit until `deadline`. The exit code, or -1 on timeout or a
+  // death by signal.
+  int Wait(Clock::time_point deadline) {
+    while ((out_ >= 0 || err_ >= 0) && Clock::now() < deadline) {
+      if (!Pump(deadline)) break;
+    }
+    while (Clock::now() < deadline || !exited_) {
+      int status = 0;
+      const pid_t r = waitpid(pid_, &status, WNOHANG);
+      if (r == pid_) {
+        exited_ = true;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+      }
+      if (Clock::now() >= deadline) return -1;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return -1;
+  }
+
+ private:
+  // One poll round; false when both pipes are closed.
+  bool Pump(Clock::time_point deadline) {
+    pollfd fds[2] = {{out_, POLLIN, 0}, {err_, POLLIN, 0}};
+    if (out_ < 0 && err_ < 0) return false;
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    const int n = poll(fds, 2, static_cast<int>(std::max<int64_t>(0, std::min<int64_t>(left.count(), 200))));
+    if (n <= 0) return true;
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      char buf[4096];
+      const ssize_t got = read(fds[i].fd, buf, sizeof buf);
+      int& fd = i == 0 ? out_ : err_;
+      if (got <= 0) {
+        close(fd);
+        fd = -1;
+      } else {
+        (i == 0 ? out_text_ : err_text_).append(buf, static_cast<size_t>(got));
+      }
+    }
+    return true;
+  }
+
+  pid_t pid_ = -1;
+  int out_ = -1, err_ = -1;
+  bool exited_ = false;
+  std::string out_text_, err_text_;
+};
+
+// Parses "kvwire <role> node listening on 127.0.0.1:PORT model=..." into "127.0.0.1:PORT".
+std::string ListenAddress(const std::string& line, const std::string& role) {
+  std::smatch m;
+  const std::regex re("^kvwire " + role + " node listening on (127\\.0\\.0\\.1:[0-9]+) model=(\\S+)$");
+  if (!std::regex_match(line, m, re)) return "";
+  return m[1].str();
+}
+
+Clock::time_point In(int seconds) { return Clock::now() + std::chrono::seconds(seconds); }
+
+TEST(CliTest, ServeGenerateHealthShutdown) {
+  const std::string kvwire = KVWIRE_BINARY;
+  std::string tmpl = (std::filesystem::temp_directory_path() / "cli_test_XXXXXX").string();
+  ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
+  const std::filesystem::path root(tmpl);
+  struct Cleanup {
+    std::filesystem::path p;
+    ~Cleanup() { std::filesystem::remove_all(p); }
+  } cleanup{root};
+  WriteModel(root / "model");
+  if (HasFatalFailure()) return;
+  const std::string model = (root / "model").string();
+
+  Child decode({kvwire, "serve", "decode", "--listen", "127.0.0.1:0", "--model", model,
+                "--threads", "1", "--max-new-tokens", "8"});
+  ASSERT_TRUE(decode.started());
+  const std::string decode_line = decode.FirstLine(In(60));
+  const std::string decode_addr = ListenAddress(decode_line, "decode");
+  ASSERT_FALSE(decode_addr.empty()) << "stdout: " << decode.out() << "\nstderr: " << decode.err();
+
+  {
+    // Regression: gRPC's default SO_REUSEPORT let a second node share a served port.
+    Child twin({kvwire, "serve", "decode", "--listen", decode_addr, "--model", model, "--threads", "1"});
+    ASSERT_TRUE(twin.started());
+    EXPECT_EQ(twin.Wait(In(60)), 1) << "stdout: " << twin.out() << "\nstderr: " << twin.err();
+  }
+
+  Child prefill({kvwire, "serve", "prefill", "--listen", "127.0.0.1:0", "--model", model,
+                 "--threads", "1", "--decode", decode_addr});
+  ASSERT_TRUE(prefill.started());
+  const std::string prefill_line = prefill.FirstLine(In(60));
+  const std::string prefill_addr = ListenAddress(prefill_line, "prefill");
+  ASSERT_FALSE(prefill_addr.empty()) << "stdout: " << prefill.out() << "\nstderr: " << prefill.err();
+
+  {
+    Child gen({kvwire, "generate", "--prefill", prefill_addr, "--context",
+               "The keeper's daughter rowed out to the reef and brought back nine sailors.",
+               "--question", "Who rowed out?", "--preset", "full", "--max-new-tokens", "6",
+               "--timeout", "60", "--json"});
+    ASSERT_EQ(gen.Wait(In(90)), 0) << "stdout: " << gen.out() << "\nstderr: " << gen.err();
+    const json j = json::parse(gen.out(), nullptr, false);
+    ASSERT_FALSE(j.is_discarded()) << gen.out();
+    EXPECT_TRUE(j.contains("text") && j["text"].is_string()) << gen.out();
+    ASSERT_TRUE(j.contains("stats") && j["stats"].is_object()) << gen.out();
+    EXPECT_GT(j["stats"]["raw_bytes"].get<uint64_t>(), 0u);
+    EXPECT_GT(j["stats"]["wire_bytes"].get<uint64_t>(), 0u);
+    EXPECT_GT(j["stats"]["generated_tokens"].get<int>(), 0);
+    EXPECT_DOUBLE_EQ(j["stats"]["kept_fraction"].get<double>(), 1.0);
+  }
+  {
+    Child gen({kvwire, "generate", "--prefill", prefill_addr, "--context", "some context",
+               "--question", "a question?", "--preset", "full", "--max-new-tokens", "3",
+               "--timeout", "60"});
+    ASSERT_EQ(gen.Wait(In(90)), 0) << "stdout: " << gen.out() << "\nstderr: " << gen.err();
+    EXPECT_THAT(gen.out(), HasSubstr("bits/element="));
+    EXPECT_THAT(gen.out(), HasSubstr("tokens/s"));
+  }
+  {
+    Child gen({kvwire, "generate", "--prefill", prefill_addr, "--context", "some context",
+               "--preset", "nosuch", "--timeout", "30"});
+    EXPECT_EQ(gen.Wait(In(60)), 1) << "stdout: " << gen.out() << "\nstderr: " << gen.err();
+    EXPECT_THAT(gen.err(), HasSubstr("INVALID_ARGUMENT"));
+  }
+  {
+    Child gen({kvwire, "generate", "--prefill", prefill_addr, "--context", "x", "--bogus-flag"});
+    EXPECT_EQ(gen.Wait(In(30)), 2) << "stdout: " << gen.out() << "\nstderr: " << gen.err();
+  }
+  for (const std::string& target : {decode_addr, prefill_addr}) {
+    Child health({kvwire, "health", "--target", target, "--timeout", "10"});
+    EXPECT_EQ(health.Wait(In(30)), 0) << "stdout: " << health.out() << "\nstderr: " << health.err();
+  }
+  {
+    // Port 1 of the loopback interface: nothing listens.
+    Child health({kvwire, "health", "--target", "127.0.0.1:1", "--timeout", "2"});
+    EXPECT_EQ(health.Wait(In(30)), 1) << "stdout: " << health.out() << "\nstderr: " << health.err();
+  }
+
+  ASSERT_EQ(kill(prefill.pid(), SIGTERM), 0);
+  EXPECT_EQ(prefill.Wait(In(15)), 0) << "stderr: " << prefill.err();
+  ASSERT_EQ(kill(decode.pid(), SIGTERM), 0);
+  EXPECT_EQ(decode.Wait(In(15)), 0) << "stderr: " << decode.err();
+}
+
+TEST(CliTest, ServeBadModelDirFails) {
+  Child serve({KVWIRE_BINARY, "serve", "decode", "--listen", "127.0.0.1:0", "--model",
+               "/nonexistent/kvwire-model"});
+  ASSERT_TRUE(serve.started());
+  EXPECT_EQ(serve.Wait(In(60)), 1) << "stdout: " << serve.out() << "\nstderr: " << serve.err();
+  EXPECT_FALSE(serve.err().empty());
+}
+
+TEST(CliTest, ServePortInUseFails) {
+  std::string tmpl = (std::filesystem::temp_directory_path() / "cli_test_XXXXXX").string();
+  ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
+  const std::filesystem::path root(tmpl);
+  struct Cleanup {
+    std::filesystem::path p;
+    ~Cleanup() { std::filesystem::remove_all(p); }
+  } cleanup{root};
+  WriteModel(root / "model");
+  if (HasFatalFailure()) return;
+  // A listener without SO_REUSEPORT holds the port, so gRPC cannot share it.
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(fd, 0);
+  struct CloseFd {
+    int fd;
+    ~CloseFd() { close(fd); }
+  } close_fd{fd};
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(listen(fd, 1), 0);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const std::string address = "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+  Child serve({KVWIRE_BINARY, "serve", "decode", "--listen", address, "--model",
+               (root / "model").string(), "--threads", "1"});
+  ASSERT_TRUE(serve.started());
+  EXPECT_EQ(serve.Wait(In(60)), 1) << "stdout: " << serve.out() << "\nstderr: " << serve.err();
+  EXPECT_THAT(serve.err(), HasSubstr("cannot listen"));
+}
+
+}  // namespace
+}  // namespace kvwire

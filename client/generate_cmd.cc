@@ -1,0 +1,249 @@
+#include "client/generate_cmd.h"
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <string>
+
+#include "grpcpp/generic/generic_stub.h"
+#include "grpcpp/grpcpp.h"
+#include "nlohmann/json.hpp"
+#include "proto/kvwire.grpc.pb.h"
+#include "proto/kvwire.pb.h"
+
+namespace kvwire::cli {
+
+CLI::App* AddGenerateCommand(CLI::App& app, GenerateOptions& opts) {
+  auto* cmd = app.add_subcommand("generate", "Send one request to a prefill node and print the answer and its statistics");
+  cmd->add_option("--prefill", opts.prefill_address, "The prefill node's host:port")->required();
+  auto* context = cmd->add_option("--context", opts.context, "Context text (the cache that is compressed and shipped)");
+  auto* context_file = cmd->add_option("--context-file", opts.context_file, "Read the context from this file")->check(CLI::ExistingFile);
+  context->excludes(context_file);
+  auto* question = cmd->add_option("--question", opts.question, "Question about the context");
+  auto* message = cmd->add_option("--message", opts.messages, "Chat turn role:text (repeatable; excludes --context/--question)");
+  message->excludes(context)->excludes(context_file)->excludes(question);
+  auto* preset = cmd->add_option("--preset", opts.preset, "Codec preset name (default: the node's)");
+  auto* codec = cmd->add_option("--codec", opts.codec, "Codec config text, e.g. \"select=snapkv;keep=0.25;plan=*:int4;entropy=rans\"");
+  preset->excludes(codec);
+  cmd->add_option("--max-new-tokens", opts.max_new_tokens, "Most tokens to generate; 0 = the node's default")->capture_default_str()->check(CLI::Range(0, 1 << 20));
+  cmd->add_option("--temperature", opts.temperature, "Sampling temperature; 0 = greedy")->capture_default_str()->check(CLI::Range(0.0, 100.0));
+  cmd->add_option("--top-p", opts.top_p, "Nucleus sampling; 0 or 1 disables it")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--top-k", opts.top_k, "Top-k sampling; 0 disables it")->capture_default_str()->check(CLI::Range(0, 1 << 22));
+  cmd->add_option("--seed", opts.seed, "Sampler seed")->capture_default_str();
+  cmd->add_option("--stop", opts.stop, "Stop string (repeatable)");
+  cmd->add_option("--request-id", opts.request_id, "Request identifier (default: the node makes one)");
+  cmd->add_option("--timeout", opts.timeout_seconds, "Deadline of the call in seconds")->capture_default_str()->check(CLI::Range(0.001, 86400.0));
+  cmd->add_flag("--json", opts.json, "Machine-readable output");
+  return cmd;
+}
+
+CLI::App* AddHealthCommand(CLI::App& app, HealthOptions& opts) {
+  auto* cmd = app.add_subcommand("health", "Ask a node's grpc.health.v1.Health/Check; exit 0 when SERVING");
+  cmd->add_option("--target", opts.target, "The node's host:port")->required();
+  cmd->add_option("--service", opts.service, "Service name to check (default: the whole server)");
+  cmd->add_option("--timeout", opts.timeout_seconds, "Deadline in seconds")->capture_default_str()->check(CLI::Range(0.001, 3600.0));
+  return cmd;
+}
+
+namespace {
+
+std::string CodeName(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::OK: return "OK";
+    case grpc::StatusCode::CANCELLED: return "CANCELLED";
+    case grpc::StatusCode::UNKNOWN: return "UNKNOWN";
+    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
+    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::NOT_FOUND: return "NOT_FOUND";
+    case grpc::StatusCode::ALREADY_EXISTS: return "ALREADY_EXISTS";
+    case grpc::StatusCode::PERMISSION_DENIED: return "PERMISSION_DENIED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
+    case grpc::StatusCode::ABORTED: return "ABORTED";
+    case grpc::StatusCode::OUT_OF_RANGE: return "OUT_OF_RANGE";
+    case grpc::StatusCode::UNIMPLEMENTED: return "UNIMPLEMENTED";
+    case grpc::StatusCode::INTERNAL: return "INTERNAL";
+    case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
+    case grpc::StatusCode::DATA_LOSS: return "DATA_LOSS";
+    case grpc::StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
+    default: return "CODE_" + std::to_string(static_cast<int>(code));
+  }
+}
+
+const char* FinishName(kvwire::v1::FinishReason r) {
+  switch (r) {
+    case kvwire::v1::FINISH_REASON_EOS: return "eos";
+    case kvwire::v1::FINISH_REASON_LENGTH: return "length";
+    case kvwire::v1::FINISH_REASON_STOP: return "stop";
+    default: return "unspecified";
+  }
+}
+
+std::chrono::system_clock::time_point DeadlineIn(double seconds) {
+  return std::chrono::system_clock::now() +
+         std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::duration<double>(seconds));
+}
+
+}  // namespace
+
+int RunGenerate(const GenerateOptions& opts) {
+  kvwire::v1::GenerateRequest request;
+  request.set_request_id(opts.request_id);
+  if (!opts.context_file.empty()) {
+    std::ifstream in(opts.context_file, std::ios::binary);
+    std::ostringstream text;
+    text << in.rdbuf();
+    if (!in) {
+      std::cerr << "kvwire generate: cannot read " << opts.context_file << "\n";
+      return 2;
+    }
+    request.set_context(text.str());
+  } else {
+    request.set_context(opts.context);
+  }
+  request.set_question(opts.question);
+  for (const std::string& m : opts.messages) {
+    const size_t colon = m.find(':');
+    if (colon == std::string::npos || colon == 0) {
+      std::cerr << "kvwire generate: --message must be role:text, got \"" << m << "\"\n";
+      return 2;
+    }
+    auto* msg = request.add_messages();
+    msg->set_role(m.substr(0, colon));
+    msg->set_content(m.substr(colon + 1));
+  }
+  if (request.messages_size() == 0 && request.context().empty() && request.question().empty()) {
+    std::cerr << "kvwire generate: give --context, --context-file, --question or --message\n";
+    return 2;
+  }
+  if (!opts.codec.empty()) request.set_codec_config(opts.codec);
+  if (!opts.preset.empty()) request.set_codec_preset(opts.preset);
+  auto* o = request.mutable_options();
+  o->set_max_new_tokens(opts.max_new_tokens);
+  o->set_temperature(opts.temperature);
+  o->set_top_p(opts.top_p);
+  o->set_top_k(opts.top_k);
+  o->set_seed(opts.seed);
+  for (const std::string& s : opts.stop) o->add_stop(s);
+
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(64 << 20);
+  auto channel = grpc::CreateCustomChannel(opts.prefill_address, grpc::InsecureChannelCredentials(), args);
+  auto stub = kvwire::v1::PrefillNode::NewStub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(DeadlineIn(opts.timeout_seconds));
+  kvwire::v1::GenerateReply reply;
+  const grpc::Status status = stub->Generate(&context, request, &reply);
+  if (!status.ok()) {
+    std::cerr << "kvwire generate: " << CodeName(status.error_code()) << ": " << status.error_message() << "\n";
+    return 1;
+  }
+
+  const auto& s = reply.stats();
+  if (opts.json) {
+    nlohmann::json j = {
+        {"request_id", reply.request_id()},
+        {"text", reply.text()},
+        {"token_ids", std::vector<int32_t>(reply.token_ids().begin(), reply.token_ids().end())},
+        {"finish_reason", FinishName(reply.finish_reason())},
+        {"codec_config", reply.codec_config()},
+        {"model_fingerprint", reply.model_fingerprint()},
+        {"stats",
+         {{"raw_bytes", s.raw_bytes()},
+          {"wire_bytes", s.wire_bytes()},
+          {"bits_per_element", s.bits_per_element()},
+          {"kept_fraction", s.kept_fraction()},
+          {"prefill_seconds", s.prefill_seconds()},
+          {"encode_seconds", s.encode_seconds()},
+          {"transfer_seconds", s.transfer_seconds()},
+          {"rebuild_seconds", s.rebuild_seconds()},
+          {"first_token_seconds", s.first_token_seconds()},
+          {"tokens_per_second", s.tokens_per_second()},
+          {"num_layers", s.num_layers()},
+          {"num_tokens", s.num_tokens()},
+          {"prompt_tokens", s.prompt_tokens()},
+          {"generated_tokens", s.generated_tokens()}}}};
+    // Replacement characters rather than an exception if the model produced invalid UTF-8.
+    std::cout << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+    return 0;
+  }
+  std::cout << reply.text() << "\n\n";
+  std::printf("request      %s  model=%s\n", reply.request_id().c_str(), reply.model_fingerprint().c_str());
+  std::printf("codec        %s\n", reply.codec_config().c_str());
+  std::printf("finish       %s  prompt_tokens=%d generated_tokens=%d cache=%d layers x %d tokens\n",
+              FinishName(reply.finish_reason()), s.prompt_tokens(), s.generated_tokens(), s.num_layers(),
+              s.num_tokens());
+  const double ratio = s.wire_bytes() > 0 ? static_cast<double>(s.raw_bytes()) / static_cast<double>(s.wire_bytes()) : 0.0;
+  std::printf("bytes        raw=%llu wire=%llu (%.2fx)  bits/element=%.3f  kept=%.3f\n",
+              static_cast<unsigned long long>(s.raw_bytes()), static_cast<unsigned long long>(s.wire_bytes()),
+              ratio, s.bits_per_element(), s.kept_fraction());
+  std::printf("seconds      prefill=%.4f encode=%.4f transfer=%.4f rebuild=%.4f first_token=%.4f\n",
+              s.prefill_seconds(), s.encode_seconds(), s.transfer_seconds(), s.rebuild_seconds(),
+              s.first_token_seconds());
+  std::printf("decode       %.2f tokens/s\n", s.tokens_per_second());
+  std::fflush(stdout);
+  return 0;
+}
+
+// grpc.health.v1.Health/Check through a generic stub: Debian's grpc++ serves the health service
+// but ships no generated client for it, and the two messages are one field each:
+//   HealthCheckRequest  { string service = 1; }
+//   HealthCheckResponse { ServingStatus status = 1; }  // 1 = SERVING
+int RunHealth(const HealthOptions& opts) {
+  auto channel = grpc::CreateChannel(opts.target, grpc::InsecureChannelCredentials());
+  grpc::GenericStub stub(channel);
+  std::string request_bytes;
+  if (!opts.service.empty()) {
+    if (opts.service.size() > 127) {
+      std::cerr << "kvwire health: service name too long\n";
+      return 2;
+    }
+    request_bytes.push_back('\x0a');
+    request_bytes.push_back(static_cast<char>(opts.service.size()));
+    request_bytes += opts.service;
+  }
+  grpc::Slice slice(request_bytes);
+  grpc::ByteBuffer request(&slice, 1);
+  grpc::ByteBuffer response;
+  grpc::ClientContext context;
+  context.set_deadline(DeadlineIn(opts.timeout_seconds));
+  grpc::CompletionQueue cq;
+  auto call = stub.PrepareUnaryCall(&context, "/grpc.health.v1.Health/Check", request, &cq);
+  call->StartCall();
+  grpc::Status status;
+  call->Finish(&response, &status, reinterpret_cast<void*>(1));
+  void* tag = nullptr;
+  bool ok = false;
+  if (!cq.Next(&tag, &ok) || !ok) {
+    std::cerr << "kvwire health: " << opts.target << ": the call did not complete\n";
+    return 1;
+  }
+  cq.Shutdown();
+  while (cq.Next(&tag, &ok)) {
+  }
+  if (!status.ok()) {
+    std::cerr << "kvwire health: " << opts.target << ": " << CodeName(status.error_code()) << ": "
+              << status.error_message() << "\n";
+    return 1;
+  }
+  std::vector<grpc::Slice> slices;
+  std::string bytes;
+  if (response.Dump(&slices).ok()) {
+    for (const grpc::Slice& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  }
+  // Field 1, varint (tag byte 0x08); an absent field is 0 = UNKNOWN.
+  int serving_status = 0;
+  if (bytes.size() >= 2 && bytes[0] == '\x08') serving_status = static_cast<unsigned char>(bytes[1]);
+  static const char* kNames[] = {"UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"};
+  const char* name = serving_status >= 0 && serving_status < 4 ? kNames[serving_status] : "INVALID";
+  if (serving_status == 1) {
+    std::cout << opts.target << ": SERVING" << std::endl;
+    return 0;
+  }
+  std::cerr << "kvwire health: " << opts.target << ": " << name << "\n";
+  return 1;
+}
+
+}  // namespace kvwire::cli

@@ -1,0 +1,45 @@
+// `kvwire generate` (one PrefillNode.Generate call) and `kvwire health` (grpc.health.v1 check).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+namespace kvwire::cli {
+
+struct GenerateOptions {
+  std::string prefill_address;
+  std::string context;
+  std::string context_file;
+  std::string question;
+  std::vector<std::string> messages;  // "role:text"
+  std::string preset;
+  std::string codec;
+  int max_new_tokens = 0;
+  float temperature = 0;
+  float top_p = 0;
+  int top_k = 0;
+  uint64_t seed = 0;
+  std::vector<std::string> stop;
+  std::string request_id;
+  double timeout_seconds = 600;
+  bool json = false;
+};
+
+struct HealthOptions {
+  std::string target;
+  std::string service;
+  double timeout_seconds = 5;
+};
+
+CLI::App* AddGenerateCommand(CLI::App& app, GenerateOptions& opts);
+CLI::App* AddHealthCommand(CLI::App& app, HealthOptions& opts);
+
+// 0 ok, 1 the RPC failed (gRPC code name and message on stderr), 2 bad command line.
+int RunGenerate(const GenerateOptions& opts);
+// 0 when the server answers SERVING, 1 otherwise.
+int RunHealth(const HealthOptions& opts);
+
+}  // namespace kvwire::cli

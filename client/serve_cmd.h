@@ -1,0 +1,33 @@
+// `kvwire serve decode|prefill`: runs one node until SIGINT or SIGTERM.
+#pragma once
+
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+namespace kvwire::cli {
+
+struct ServeOptions {
+  std::string role;  // "decode" or "prefill"
+  std::string listen;
+  std::string model_dir;
+  std::string tokenizer_path;
+  std::string dtype = "float32";
+  std::string device = "cpu";
+  int threads = 0;
+  int workers = 2;
+  int max_new_tokens = 128;
+  std::string decode_address;    // prefill only
+  std::string codec = "int4-rans";  // prefill only: default preset or config text
+  double grace_seconds = 5;
+};
+
+// Adds `serve` with its `decode` and `prefill` subcommands to `app`; `opts.role` is set by the
+// one that is parsed. Returns the `serve` subcommand.
+CLI::App* AddServeCommand(CLI::App& app, ServeOptions& opts);
+
+// Starts the node, prints "kvwire <role> node listening on ADDR:PORT model=<fingerprint>", blocks
+// until SIGINT/SIGTERM, shuts down with the grace period. 0 on a clean shutdown, 1 on errors.
+int RunServe(const ServeOptions& opts);
+
+}  // namespace kvwire::cli
