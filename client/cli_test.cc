@@ -22,8 +22,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "server/modelio/random_checkpoint.h"
-#include "server/tokenizer/bpe_model.h"
-#include "server/tokenizer/utf8.h"
+#include "server/nodes/testing/tiny_model.h"
 
 namespace kvwire {
 namespace {
@@ -32,58 +31,8 @@ using json = nlohmann::json;
 using ::testing::HasSubstr;
 using Clock = std::chrono::steady_clock;
 
-constexpr int kEndOfText = 261, kImStart = 262, kImEnd = 263;
-
-std::string TinyTokenizerJson() {
-  json vocab = json::object();
-  for (int b = 0; b < 256; ++b) {
-    std::string s;
-    tokenizer::utf8::Append(tokenizer::ByteLevelByteToChar(static_cast<uint8_t>(b)), &s);
-    vocab[s] = b;
-  }
-  const std::vector<std::pair<std::string, std::string>> merges = {
-      {"Ġ", "t"}, {"h", "e"}, {"Ġt", "he"}, {"i", "n"}, {"Ġ", "a"}};
-  json merge_list = json::array();
-  int id = 256;
-  for (const auto& [a, b] : merges) {
-    vocab[a + b] = id++;
-    merge_list.push_back(a + " " + b);
-  }
-  json added = json::array();
-  for (const auto& [tid, text] : std::vector<std::pair<int, std::string>>{
-           {kEndOfText, "<|endoftext|>"}, {kImStart, "<|im_start|>"}, {kImEnd, "<|im_end|>"}}) {
-    vocab[text] = tid;
-    added.push_back({{"id", tid}, {"content", text}, {"special", true}, {"normalized", false},
-                     {"single_word", false}, {"lstrip", false}, {"rstrip", false}});
-  }
-  json j = {{"version", "1.0"},
-            {"added_tokens", added},
-            {"normalizer", nullptr},
-            {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
-            {"decoder", {{"type", "ByteLevel"}}},
-            {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merge_list}}}};
-  return j.dump();
-}
-
 void WriteModel(const std::filesystem::path& dir) {
-  modelio::ModelConfig c;
-  c.architecture = modelio::Architecture::kQwen2;
-  c.vocab_size = 272;
-  c.hidden_size = 64;
-  c.intermediate_size = 128;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 16;
-  c.max_position_embeddings = 512;
-  c.rms_norm_eps = 1e-6;
-  c.rope_theta = 1e6;
-  c.attention_bias = true;
-  c.tie_word_embeddings = true;
-  c.eos_token_ids = {kEndOfText};
-  std::filesystem::create_directories(dir);
-  ASSERT_TRUE(modelio::WriteRandomCheckpoint(dir.string(), c, 7, modelio::Dtype::kF32).ok());
-  std::ofstream(dir / "tokenizer.json") << TinyTokenizerJson();
+  ASSERT_TRUE(nodes::testing::WriteTinyModel(dir, nodes::testing::TinyConfig(2)).ok());
 }
 
 // A child process with its stdout and stderr on pipes. Killed (SIGKILL) and reaped on

@@ -21,6 +21,7 @@
 #include "server/engine/engine.h"
 #include "server/engine/generate.h"
 #include "server/modelio/random_checkpoint.h"
+#include "server/nodes/testing/tiny_model.h"
 #include "server/nodes/engine_consumer.h"
 #include "server/nodes/model.h"
 #include "server/nodes/prefill_service.h"
@@ -34,79 +35,13 @@ namespace {
 using json = nlohmann::json;
 using ::testing::HasSubstr;
 
-constexpr int kEndOfText = 261, kImStart = 262, kImEnd = 263;
-
-// 256 byte tokens, five merges, and the ChatML special tokens.
-std::string TinyTokenizerJson() {
-  json vocab = json::object();
-  for (int b = 0; b < 256; ++b) {
-    std::string s;
-    tokenizer::utf8::Append(tokenizer::ByteLevelByteToChar(static_cast<uint8_t>(b)), &s);
-    vocab[s] = b;
-  }
-  const std::vector<std::pair<std::string, std::string>> merges = {
-      {"Ġ", "t"}, {"h", "e"}, {"Ġt", "he"}, {"i", "n"}, {"Ġ", "a"}};
-  json merge_list = json::array();
-  int id = 256;
-  for (const auto& [a, b] : merges) {
-    vocab[a + b] = id++;
-    merge_list.push_back(a + " " + b);
-  }
-  json added = json::array();
-  for (const auto& [tid, text] : std::vector<std::pair<int, std::string>>{
-           {kEndOfText, "<|endoftext|>"}, {kImStart, "<|im_start|>"}, {kImEnd, "<|im_end|>"}}) {
-    vocab[text] = tid;
-    added.push_back({{"id", tid}, {"content", text}, {"special", true}, {"normalized", false},
-                     {"single_word", false}, {"lstrip", false}, {"rstrip", false}});
-  }
-  json j = {{"version", "1.0"},
-            {"added_tokens", added},
-            {"normalizer", nullptr},
-            {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
-            {"decoder", {{"type", "ByteLevel"}}},
-            {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merge_list}}}};
-  return j.dump();
-}
-
-std::string TinyTokenizerConfigJson() {
-  json j = {{"chat_template",
-             "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
-             "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt "
-             "%}{{ '<|im_start|>assistant\\n' }}{% endif %}"},
-            {"bos_token", nullptr},
-            {"eos_token", "<|im_end|>"},
-            {"pad_token", "<|endoftext|>"}};
-  return j.dump();
-}
-
-void WriteFile(const std::filesystem::path& path, const std::string& text) {
-  std::ofstream(path) << text;
-}
-
-modelio::ModelConfig TinyConfig(int layers) {
-  modelio::ModelConfig c;
-  c.architecture = modelio::Architecture::kQwen2;
-  c.vocab_size = 272;
-  c.hidden_size = 64;
-  c.intermediate_size = 128;
-  c.num_hidden_layers = layers;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 16;
-  c.max_position_embeddings = 512;
-  c.rms_norm_eps = 1e-6;
-  c.rope_theta = 1e6;
-  c.attention_bias = true;
-  c.tie_word_embeddings = true;
-  c.eos_token_ids = {kEndOfText};
-  return c;
-}
+using ::kvwire::nodes::testing::kEndOfText;
+using ::kvwire::nodes::testing::kImEnd;
+using ::kvwire::nodes::testing::kImStart;
+using ::kvwire::nodes::testing::TinyConfig;
 
 std::string WriteModel(const std::filesystem::path& dir, const modelio::ModelConfig& config) {
-  std::filesystem::create_directories(dir);
-  EXPECT_TRUE(modelio::WriteRandomCheckpoint(dir.string(), config, 7, modelio::Dtype::kF32).ok());
-  WriteFile(dir / "tokenizer.json", TinyTokenizerJson());
-  WriteFile(dir / "tokenizer_config.json", TinyTokenizerConfigJson());
+  EXPECT_TRUE(::kvwire::nodes::testing::WriteTinyModel(dir, config).ok());
   return dir.string();
 }
 
