@@ -13,6 +13,7 @@
 #if KVWIRE_HAVE_NODES
 #include "client/generate_cmd.h"
 #include "client/serve_cmd.h"
+#include "bench/transfer_bench.h"
 #endif
 
 int main(int argc, char** argv) {
@@ -73,6 +74,16 @@ int main(int argc, char** argv) {
   bench_engine->add_flag("--json", engine_opts.json, "Machine-readable output");
 #endif
 #if KVWIRE_HAVE_NODES
+  kvwire::TransferBenchOptions transfer_opts;
+  auto* bench_transfer = bench->add_subcommand(
+      "transfer", "Loopback GB/s of one frame over the gRPC transport (verifying DecodeNodeService "
+                  "and a byte-counting receiver) beside a plain TCP copy, at 64 KiB/256 KiB/1 MiB chunks");
+  bench_transfer->add_option("--preset", transfer_opts.preset, "Preset name or config string")->capture_default_str();
+  bench_transfer->add_option("--tokens", transfer_opts.tokens, "Context tokens")->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  bench_transfer->add_option("--layers", transfer_opts.layers, "Layers")->capture_default_str()->check(CLI::Range(1, 1024));
+  bench_transfer->add_option("--bytes", transfer_opts.bytes, "Send an uncompressed frame of about this many bytes instead (0: off)")->capture_default_str()->check(CLI::Range(uint64_t{0}, uint64_t{4} << 30));
+  bench_transfer->add_option("--reps", transfer_opts.reps, "Repetitions; the best is reported")->capture_default_str()->check(CLI::Range(1, 100));
+  bench_transfer->add_flag("--json", transfer_opts.json, "Machine-readable output");
   kvwire::cli::ServeOptions serve_opts;
   auto* serve = kvwire::cli::AddServeCommand(app, serve_opts);
   kvwire::cli::GenerateOptions generate_opts;
@@ -93,6 +104,7 @@ int main(int argc, char** argv) {
   if (*bench_engine) return kvwire::RunEngineBench(engine_opts);
 #endif
 #if KVWIRE_HAVE_NODES
+  if (*bench_transfer) return kvwire::RunTransferBench(transfer_opts);
   if (*serve) return kvwire::cli::RunServe(serve_opts);
   if (*generate) return kvwire::cli::RunGenerate(generate_opts);
   if (*health) return kvwire::cli::RunHealth(health_opts);
