@@ -499,4 +499,15 @@ double StringMatchPart(std::string_view prediction, absl::Span<const std::string
   return 0.0;
 }
 
+double PrefixMatch(std::string_view prediction, std::string_view reference) {
+  const std::u32string ref = text::CollapseWhitespace(Decode(reference));
+  if (ref.empty()) return 0.0;
+  const std::u32string pred = text::CollapseWhitespace(Decode(RulerPostprocess(prediction)));
+  if (pred.compare(0, ref.size(), ref) != 0) return 0.0;
+  if (pred.size() == ref.size()) return 1.0;
+  const char32_t next = pred[ref.size()];
+  const bool continues_word = text::IsWordChar(next) && text::IsWordChar(ref.back());
+  return continues_word ? 0.0 : 1.0;
+}
+
 }  // namespace kvwire::eval

@@ -220,5 +220,20 @@ TEST(ReferenceParityTest, MatchesPythonReferenceOutputs) {
   EXPECT_GT(checked, 200);
 }
 
+TEST(PrefixMatchTest, AnswerMustStartTheGeneration) {
+  EXPECT_EQ(PrefixMatch("1 0 2 7 9", "1 0 2 7 9"), 1.0);
+  EXPECT_EQ(PrefixMatch("  1 0  2 7 9 . remember it", "1 0 2 7 9"), 1.0);
+  EXPECT_EQ(PrefixMatch("1 0 2 7 9.", "1 0 2 7 9"), 1.0);
+  EXPECT_EQ(PrefixMatch("\n1\t0 2 7 9", "1 0 2 7 9"), 1.0);
+  // A longer last number is a different answer; a later occurrence is not the answer.
+  EXPECT_EQ(PrefixMatch("1 0 2 7 90", "1 0 2 7 9"), 0.0);
+  EXPECT_EQ(PrefixMatch("the key is 1 0 2 7 9", "1 0 2 7 9"), 0.0);
+  EXPECT_EQ(PrefixMatch("1 0 2", "1 0 2 7 9"), 0.0);
+  EXPECT_EQ(PrefixMatch("green", "green"), 1.0);
+  EXPECT_EQ(PrefixMatch("greenish", "green"), 0.0);
+  EXPECT_EQ(PrefixMatch("anything", ""), 0.0);
+  EXPECT_EQ(PrefixMatch("", "x"), 0.0);
+}
+
 }  // namespace
 }  // namespace kvwire::eval

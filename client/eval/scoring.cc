@@ -29,6 +29,10 @@ constexpr TaskSpec Ruler(std::string_view name, Metric m) {
   return TaskSpec{name, "RULER", "RULER", m, false, false, true};
 }
 
+constexpr TaskSpec Kvwire(std::string_view name) {
+  return TaskSpec{name, "kvwire", "kvwire", Metric::kPrefixMatch, false, true, false};
+}
+
 constexpr TaskSpec kAllTasks[] = {
     LB("narrativeqa", kSingleDoc, Metric::kQaF1),
     LB("qasper", kSingleDoc, Metric::kQaF1),
@@ -62,9 +66,15 @@ constexpr TaskSpec kAllTasks[] = {
     Ruler("qa_1", Metric::kStringMatchPart),
     Ruler("qa_2", Metric::kStringMatchPart),
     TaskSpec{"squad", "SQuAD", "SQuAD", Metric::kSquadF1, false, true, false},
+    Kvwire("passkey"),
+    Kvwire("multikey"),
+    Kvwire("vartrack"),
+    Kvwire("qa"),
+    Kvwire("mqar"),
 };
 constexpr size_t kNumLongBench = 16;
 constexpr size_t kNumRuler = 13;
+constexpr size_t kNumKvwire = 5;
 
 constexpr std::string_view kLongBenchZh[] = {"multifieldqa_zh", "dureader", "vcsum", "lsht",
                                              "passage_retrieval_zh"};
@@ -99,6 +109,8 @@ double ApplyMetric(Metric metric, std::string_view pred, std::string_view gt,
       return CodeSimScore(pred, gt);
     case Metric::kSquadF1:
       return SquadF1(pred, gt);
+    case Metric::kPrefixMatch:
+      return PrefixMatch(pred, gt);
     case Metric::kStringMatchAll:
     case Metric::kStringMatchPart:
       break;  // list metrics, handled by the caller
@@ -128,6 +140,8 @@ std::string_view MetricName(Metric metric) {
       return "string_match_part";
     case Metric::kSquadF1:
       return "squad_f1";
+    case Metric::kPrefixMatch:
+      return "prefix_match";
   }
   return "unknown";
 }
@@ -138,6 +152,10 @@ absl::Span<const std::string_view> LongBenchCategories() { return kLongBenchCate
 
 absl::Span<const TaskSpec> RulerTasks() {
   return absl::MakeConstSpan(kAllTasks + kNumLongBench, kNumRuler);
+}
+
+absl::Span<const TaskSpec> KvwireTasks() {
+  return absl::MakeConstSpan(std::end(kAllTasks) - kNumKvwire, kNumKvwire);
 }
 
 absl::Span<const TaskSpec> AllTasks() { return kAllTasks; }

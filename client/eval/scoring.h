@@ -30,11 +30,12 @@ enum class Metric {
   kStringMatchAll,   // StringMatchAll (RULER niah_*, vt, cwe, fwe)
   kStringMatchPart,  // StringMatchPart (RULER qa_*)
   kSquadF1,          // SquadF1
+  kPrefixMatch,      // PrefixMatch (kvwire's synthetic tasks)
 };
 
 // The reference scripts' names: "qa_f1_score", "rouge_score", "classification_score",
 // "retrieval_score", "count_score", "code_sim_score", "string_match_all", "string_match_part",
-// "squad_f1".
+// "squad_f1"; and kvwire's own "prefix_match".
 std::string_view MetricName(Metric metric);
 
 struct TaskSpec {
@@ -58,7 +59,11 @@ absl::Span<const TaskSpec> LongBenchTasks();
 absl::Span<const std::string_view> LongBenchCategories();
 // RULER's 13 synthetic tasks (category "RULER").
 absl::Span<const TaskSpec> RulerTasks();
-// LongBench, then RULER, then "squad" (category "SQuAD", SquadF1).
+// kvwire's synthetic tasks (models/tasks: passkey, multikey, vartrack, qa, mqar), benchmark and
+// category "kvwire", scored with PrefixMatch: the prompt ends with "answer :", so the model's
+// next words must be the answer.
+absl::Span<const TaskSpec> KvwireTasks();
+// LongBench, then RULER, then "squad" (category "SQuAD", SquadF1), then kvwire's tasks.
 absl::Span<const TaskSpec> AllTasks();
 
 // The spec for `name`. LongBench's Chinese tasks (multifieldqa_zh, dureader, vcsum, lsht,

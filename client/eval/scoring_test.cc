@@ -66,7 +66,15 @@ TEST(RegistryTest, RulerAndLookup) {
     const bool qa = t.name.substr(0, 3) == "qa_";
     EXPECT_EQ(t.metric, qa ? Metric::kStringMatchPart : Metric::kStringMatchAll) << t.name;
   }
-  EXPECT_EQ(AllTasks().size(), 16u + 13u + 1u);
+  EXPECT_EQ(AllTasks().size(), 16u + 13u + 1u + 5u);
+  ASSERT_EQ(KvwireTasks().size(), 5u);
+  for (const TaskSpec& t : KvwireTasks()) {
+    EXPECT_EQ(t.benchmark, "kvwire");
+    EXPECT_EQ(t.metric, Metric::kPrefixMatch) << t.name;
+  }
+  EXPECT_EQ(FindTask("mqar")->category, "kvwire");
+  EXPECT_EQ(*ScoreExample("passkey", " 1 0 2 7 9 . remember", {"1 0 2 7 9"}), 1.0);
+  EXPECT_EQ(*ScoreExample("passkey", "4 1 0 2 7 9", {"1 0 2 7 9"}), 0.0);
   EXPECT_EQ(FindTask("repobench-p")->category, "Code");
   EXPECT_EQ(FindTask("squad")->metric, Metric::kSquadF1);
   EXPECT_EQ(FindTask("dureader").status().code(), absl::StatusCode::kUnimplemented);
