@@ -1,0 +1,75 @@
+// Trains the bundled Llama-architecture models on the task generator's retrieval tasks
+// (models/tasks) and writes them as Hugging Face checkpoints the engine loads.
+//
+// Deterministic for a seed: batch k always holds the same examples (the generator's
+// example index is k * batch + i), weights start from torch's seeded generator, and a run
+// resumed from its last checkpoint continues with the batches it had not seen yet.
+// Torch headers stay out of this header; trainer.cc holds the libtorch code.
+#pragma once
+
+#include <cstdint>
+#include <ostream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "models/tasks/task_generator.h"
+#include "server/modelio/hf_config.h"
+
+namespace kvwire::train {
+
+struct TrainOptions {
+  std::string out_dir;  // checkpoint directory: config.json, weights, tokenizer, train state
+  // Architecture (Llama, untied head). vocab_size is set from the tokenizer.
+  int layers = 4;
+  int hidden = 128;
+  int heads = 4;
+  int kv_heads = 2;
+  int intermediate = 384;
+  double rope_theta = 10000.0;
+  int max_positions = 4096;
+  // Task mix: (task, weight); each example draws its task with these weights.
+  std::vector<std::pair<tasks::TaskType, double>> tasks;
+  // Length curriculum: (prompt length in words, last step at that length); the last stage
+  // runs to `steps`.
+  std::vector<std::pair<int, int>> schedule = {{512, 0}};
+  int batch = 16;
+  int steps = 1000;
+  double lr = 1e-3;  // constant after a linear warm-up (TRAINING-NOTES: beat one-cycle)
+  int warmup = 200;
+  double weight_decay = 0.1;
+  double grad_clip = 1.0;
+  int log_every = 20;
+  int eval_every = 200;
+  int eval_examples = 32;  // held-out examples per task at each evaluation
+  int save_every = 200;
+  uint64_t seed = 1;
+  int threads = 0;  // torch intra-op threads; 0 = all cores
+  bool resume = false;  // continue from out_dir's checkpoint and train state
+};
+
+// Parses "passkey:1,multikey:2" (weights > 0) and "128:1500,256:3000,512" (the last stage
+// may omit its end step). InvalidArgument on anything else.
+absl::StatusOr<std::vector<std::pair<tasks::TaskType, double>>> ParseTaskMix(const std::string& s);
+absl::StatusOr<std::vector<std::pair<int, int>>> ParseSchedule(const std::string& s);
+
+// Trains, logging progress to `log` (and as JSON lines to out_dir/train_log.jsonl), saving
+// the checkpoint every save_every steps and at the end. Writes tokenizer.json,
+// tokenizer_config.json and generation_config.json beside the weights.
+absl::Status Train(const TrainOptions& options, std::ostream& log);
+
+// Held-out exact match by task under teacher forcing: an example counts when the argmax
+// at every answer position (and at the end-of-text after it) is the reference token, which
+// is exactly when greedy decoding reproduces the answer and stops.
+struct TaskAccuracy {
+  tasks::TaskType task;
+  int correct = 0;
+  int total = 0;
+};
+absl::StatusOr<std::vector<TaskAccuracy>> EvaluateCheckpoint(
+    const std::string& model_dir, const std::vector<tasks::TaskType>& task_list, int length,
+    int examples, uint64_t seed, int threads);
+
+}  // namespace kvwire::train
