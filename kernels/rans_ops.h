@@ -1,0 +1,123 @@
+// rANS decoding of kvcodec's stream format (kvcodec/rans.cc, version 2) as work-item
+// functions shared by the CUDA kernel and the host reference. The host parses and checks each
+// stream's header and tables (kernels/rans_plan.h); the kernel runs the word stream.
+//
+// Parallelism the format allows: a stream's lanes share one word stream, so the word a lane
+// reads depends on every earlier renormalisation; its 8 lanes can step together (each lane's
+// word is the next word plus the number of lower lanes that renormalise in the same step, a
+// ballot and a popcount), and streams are independent. Streams of fewer than 4096 symbols have
+// one lane and are decoded by a single thread.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/layout.h"
+
+namespace kvwire::gpu {
+
+// Stream outcome (RansDecodeArgs::status).
+enum RansStatus : uint32_t {
+  kRansOk = 0,
+  kRansRanOut = 1,       // the word stream ended before the last symbol
+  kRansLeftover = 2,     // words left after the last symbol
+  kRansBadFinal = 3,     // a lane did not end in the encoder's initial state
+};
+
+struct RansDecodeArgs {
+  const RansStreamDesc* streams;
+  int64_t num_streams;
+  const uint8_t* data;     // stream bytes; stream i's words at streams[i].words_offset
+  const RansTable* tables;
+  uint8_t* out;
+  uint32_t* status;        // one RansStatus per stream
+};
+
+// Output index and column of coded position k: the first blocked_rows rows are coded in blocks
+// of 256 rows (the last block shorter, still a multiple of 8), column by column; the rest in
+// plain order.
+KVW_HD uint64_t RansOutIndex(const RansStreamDesc& s, uint64_t k, uint32_t* col) {
+  const uint64_t rl = s.row_len;
+  if (k < s.blocked_rows * rl) {
+    const uint64_t block = k / (kRansBlockRows * rl);
+    const uint64_t local = k - block * kRansBlockRows * rl;
+    const uint64_t left = s.blocked_rows - block * kRansBlockRows;
+    const uint64_t rows = left < kRansBlockRows ? left : kRansBlockRows;
+    const uint64_t c = local / rows;
+    *col = static_cast<uint32_t>(c);
+    return (block * kRansBlockRows + local % rows) * rl + c;
+  }
+  *col = static_cast<uint32_t>(k % rl);
+  return k;
+}
+
+KVW_HD const RansTable& RansTableOf(const RansDecodeArgs& a, const RansStreamDesc& s, uint32_t col) {
+  const uint64_t ctx = static_cast<uint64_t>(col) * s.num_contexts / s.row_len;
+  return a.tables[s.tables_offset + ctx];
+}
+
+// One decode step: the symbol in x's slot, and x without it.
+KVW_HD uint8_t RansStep(const RansTable& t, uint32_t& x) {
+  const uint32_t slot = x & (kRansProbScale - 1);
+  const uint8_t sym = t.slot_symbol[slot];
+  const uint32_t fc = t.freq_cum[sym];
+  x = (fc & 0xffffu) * (x >> kRansProbBits) + slot - (fc >> 16);
+  return sym;
+}
+
+KVW_HD uint32_t RansWord(const RansDecodeArgs& a, const RansStreamDesc& s, uint64_t i) {
+  const uint8_t* p = a.data + s.words_offset + 2 * i;
+  return static_cast<uint32_t>(p[0]) | static_cast<uint32_t>(p[1]) << 8;
+}
+
+KVW_HD uint32_t RansFinish(const RansStreamDesc& s, uint64_t pos, const uint32_t* x) {
+  if (pos != s.words_count) return kRansLeftover;
+  for (uint32_t j = 0; j < s.lanes; ++j) {
+    if (x[j] != kRansStateLow) return kRansBadFinal;
+  }
+  return kRansOk;
+}
+
+// Work item: stream i decoded by one thread, coded position by coded position (any lane count).
+KVW_HD void RansDecodeSerialItem(const RansDecodeArgs& a, int64_t i) {
+  const RansStreamDesc& s = a.streams[i];
+  uint8_t* out = a.out + s.out_offset;
+  uint32_t x[kRansMaxLanes];
+  for (int j = 0; j < kRansMaxLanes; ++j) x[j] = s.states[j];
+  uint64_t pos = 0;
+  for (uint64_t k = 0; k < s.num_symbols; ++k) {
+    uint32_t col;
+    const uint64_t o = RansOutIndex(s, k, &col);
+    uint32_t& xs = x[k % s.lanes];
+    out[o] = RansStep(RansTableOf(a, s, col), xs);
+    if (xs < kRansStateLow) {
+      if (pos >= s.words_count) {
+        a.status[i] = kRansRanOut;
+        return;
+      }
+      xs = xs << 16 | RansWord(a, s, pos++);
+    }
+  }
+  a.status[i] = RansFinish(s, pos, x);
+}
+
+// One step of an 8-lane stream for lane j, split in the two halves around the ballot:
+// RansLaneDecode decodes coded position k0 + j and says whether the lane needs a word;
+// RansLaneRefill reads it, given the mask of lanes that need one. Returns false if the stream
+// ran out.
+KVW_HD bool RansLaneDecode(const RansDecodeArgs& a, const RansStreamDesc& s, uint8_t* out,
+                           uint64_t k0, int j, uint32_t& x) {
+  uint32_t col;
+  const uint64_t o = RansOutIndex(s, k0 + j, &col);
+  out[o] = RansStep(RansTableOf(a, s, col), x);
+  return x < kRansStateLow;
+}
+KVW_HD bool RansLaneRefill(const RansDecodeArgs& a, const RansStreamDesc& s, uint64_t pos,
+                           uint32_t mask, int j, uint32_t& x) {
+  if (!((mask >> j) & 1u)) return true;
+  const uint64_t w = pos + __builtin_popcount(mask & ((1u << j) - 1));
+  if (w >= s.words_count) return false;
+  x = x << 16 | RansWord(a, s, w);
+  return true;
+}
+
+}  // namespace kvwire::gpu
