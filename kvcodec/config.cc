@@ -392,6 +392,10 @@ const std::vector<std::pair<std::string, std::string>>& PresetTable() {
       {"h2o25-int4", "select=h2o;keep=0.25;plan=*:int4;entropy=rans"},
       {"streaming25-int4", "select=streaming;keep=0.25;plan=*:int4;entropy=rans"},
       {"pyramid25-int4", "select=snapkv;keep=0.25;pyramid=1;plan=*:int4;entropy=rans"},
+      // Scout and text paths (server/scout): only the selection applies, no cache travels.
+      {"scout-q2c25", "select=q2c;keep=0.25"},
+      {"scout-snapkv25", "select=snapkv;keep=0.25"},
+      {"text", "plan=*:raw"},
   };
   return *table;
 }

@@ -1,0 +1,153 @@
+#include "server/scout/prompt_service.h"
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "server/nodes/engine_consumer.h"
+#include "server/scout/index_coding.h"
+#include "server/scout/token_selection.h"
+#include "server/transport/decode_service.h"
+
+namespace kvwire::scout {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double SecondsSince(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// The prefill's rows at `kept`, for every layer and KV head: the cache the scout asked for.
+std::vector<kvcodec::DecodedLayer> GatherKept(const engine::PrefillResult& prefill,
+                                              const std::vector<int32_t>& kept) {
+  const kvcodec::CacheShape& s = prefill.shape;
+  const size_t row = static_cast<size_t>(s.head_dim) * kvcodec::DTypeSize(s.dtype);
+  std::vector<kvcodec::DecodedLayer> layers(s.num_layers);
+  for (int l = 0; l < s.num_layers; ++l) {
+    kvcodec::DecodedLayer& out = layers[l];
+    out.layer = l;
+    out.kept.assign(s.num_kv_heads, kept);
+    for (int h = 0; h < s.num_kv_heads; ++h) {
+      for (auto [src, dst] : {std::pair{&prefill.keys[l], &out.keys},
+                              std::pair{&prefill.values[l], &out.values}}) {
+        kvcodec::ByteBuffer buf(kept.size() * row);
+        const uint8_t* head = src->data() + static_cast<size_t>(h) * s.num_tokens * row;
+        for (size_t i = 0; i < kept.size(); ++i) {
+          std::memcpy(buf.data() + i * row, head + static_cast<size_t>(kept[i]) * row, row);
+        }
+        dst->push_back(std::move(buf));
+      }
+    }
+  }
+  return layers;
+}
+
+}  // namespace
+
+PromptNodeService::PromptNodeService(PromptServiceOptions options)
+    : options_(std::move(options)), queue_(options_.workers) {}
+
+grpc::ServerUnaryReactor* PromptNodeService::Generate(grpc::CallbackServerContext* context,
+                                                      const kvwire::v1::TokenUpload* upload,
+                                                      kvwire::v1::GenerateReply* reply) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  const bool posted = queue_.Post([this, context, upload, reply, reactor] {
+    absl::StatusOr<kvwire::v1::GenerateReply> result = Handle(*upload, context->deadline());
+    if (result.ok()) *reply = *std::move(result);
+    reactor->Finish(transport::ToGrpcStatus(result.status()));
+  });
+  if (!posted) reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "shutting down"));
+  return reactor;
+}
+
+absl::StatusOr<kvwire::v1::GenerateReply> PromptNodeService::Handle(
+    const kvwire::v1::TokenUpload& upload, std::chrono::system_clock::time_point deadline) const {
+  const Clock::time_point start = Clock::now();
+  const nodes::NodeModel& model = *options_.model;
+  const int64_t max_positions = model.engine->config().max_position_embeddings;
+  auto ids = DecodeTokenIds(upload.token_ids(), max_positions);
+  if (!ids.ok()) return ids.status();
+  const int T = static_cast<int>(ids->size());
+  if (T < 2) return absl::InvalidArgumentError(absl::StrCat("prompt of ", T, " tokens; need 2"));
+  if (T >= max_positions) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "prompt of ", T, " tokens leaves no room to generate (max_position_embeddings ",
+        max_positions, ")"));
+  }
+  const int cached = T - 1;
+  std::vector<int32_t> kept;
+  if (upload.kept_positions().empty()) {
+    for (int t = 0; t < cached; ++t) kept.push_back(t);
+  } else {
+    auto decoded = DecodePositions(upload.kept_positions(), cached);
+    if (!decoded.ok()) return decoded.status();
+    kept = *std::move(decoded);
+    if (kept.empty()) return absl::InvalidArgumentError("the scout kept no position");
+  }
+  std::optional<kvcodec::SelectionConfig> rule;
+  if (!upload.selection_config().empty()) {
+    auto parsed = kvcodec::CodecConfig::Parse(upload.selection_config());
+    if (!parsed.ok()) return parsed.status();
+    rule = parsed->selection;
+  }
+  if (std::chrono::system_clock::now() > deadline) {
+    return absl::DeadlineExceededError("deadline passed before the prefill");
+  }
+
+  const std::span<const int32_t> cached_ids(ids->data(), cached);
+  engine::PrefillOptions prefill_options;
+  if (rule) {
+    prefill_options = ScoringPrefillOptions(*rule, cached, upload.question_begin(),
+                                            upload.question_end());
+  }
+  auto prefill = model.engine->Prefill(cached_ids, prefill_options);
+  if (!prefill.ok()) return prefill.status();
+  const double prefill_seconds = SecondsSince(start);
+  double overlap = 1.0;
+  if (rule) {
+    auto own = SelectPositions(*rule, *prefill, upload.question_begin(), upload.question_end(),
+                               cached_ids);
+    if (!own.ok()) return own.status();
+    overlap = Overlap(kept, *own);
+  }
+
+  kvcodec::FrameInfo info;
+  info.shape = prefill->shape;
+  info.positions = prefill->positions;
+  info.config_text = upload.selection_config().empty() ? "text" : upload.selection_config();
+  info.model_fingerprint = model.fingerprint;
+  std::vector<kvcodec::DecodedLayer> layers = GatherKept(*prefill, kept);
+  const uint64_t full_elements = prefill->shape.num_elements();
+  prefill->keys.clear();
+  prefill->values.clear();
+  if (std::chrono::system_clock::now() > deadline) {
+    return absl::DeadlineExceededError("deadline passed during the prefill");
+  }
+
+  kvwire::v1::UploadHeader header;
+  header.set_request_id(upload.request_id());
+  *header.mutable_options() = upload.options();
+  header.set_prompt_tokens(cached);
+  header.add_suffix_token_ids((*ids)[cached]);
+  nodes::EngineConsumer consumer(model, {.default_max_new_tokens = options_.default_max_new_tokens});
+  auto reply = consumer.Consume(info, std::move(layers), header);
+  if (!reply.ok()) return reply.status();
+
+  kvwire::v1::RequestStats* stats = reply->mutable_stats();
+  const uint64_t wire = upload.ByteSizeLong();
+  stats->set_raw_bytes(full_elements * 2);
+  stats->set_wire_bytes(wire);
+  stats->set_bits_per_element(full_elements ? 8.0 * wire / full_elements : 0.0);
+  stats->set_kept_fraction(static_cast<double>(kept.size()) / cached);
+  stats->set_prefill_seconds(prefill_seconds);
+  stats->set_scout_seconds(upload.edge_stats().scout_seconds());
+  stats->set_selection_overlap(overlap);
+  stats->set_num_layers(prefill->shape.num_layers);
+  stats->set_num_tokens(static_cast<int>(kept.size()));
+  stats->set_first_token_seconds(stats->first_token_seconds() + prefill_seconds);
+  reply->set_codec_config(info.config_text);
+  reply->set_model_fingerprint(model.fingerprint);
+  return reply;
+}
+
+}  // namespace kvwire::scout

@@ -1,0 +1,45 @@
+// PromptNode: the big model's end of the scout and text paths. It decodes a TokenUpload's ids and
+// kept positions, prefills the prompt with its own model, keeps only those positions of the
+// cache (all of them on the text path) and generates, following the decode node's token contract
+// (server/nodes/engine_consumer.h: the cache covers the first T-1 tokens, the last is fed).
+//
+// It also scores the scout's selection rule with its own attention and reports the overlap of
+// the two kept sets (RequestStats.selection_overlap), so operators see how well the scout
+// stands in for the big model.
+#pragma once
+
+#include <chrono>
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "proto/kvwire.grpc.pb.h"
+#include "server/nodes/model.h"
+#include "server/scout/work_queue.h"
+
+namespace kvwire::scout {
+
+struct PromptServiceOptions {
+  const nodes::NodeModel* model = nullptr;  // not owned; outlives the service
+  int workers = 2;
+  int default_max_new_tokens = 128;
+};
+
+class PromptNodeService final : public kvwire::v1::PromptNode::CallbackService {
+ public:
+  explicit PromptNodeService(PromptServiceOptions options);
+
+  grpc::ServerUnaryReactor* Generate(grpc::CallbackServerContext* context,
+                                     const kvwire::v1::TokenUpload* upload,
+                                     kvwire::v1::GenerateReply* reply) override;
+
+  // The whole request, synchronously. DeadlineExceeded when `deadline` passes before the work.
+  absl::StatusOr<kvwire::v1::GenerateReply> Handle(
+      const kvwire::v1::TokenUpload& upload,
+      std::chrono::system_clock::time_point deadline) const;
+
+ private:
+  const PromptServiceOptions options_;
+  WorkQueue queue_;  // last member: joined first, while the options are still alive
+};
+
+}  // namespace kvwire::scout

@@ -1,0 +1,100 @@
+#include "server/scout/scout_service.h"
+
+#include "absl/strings/str_cat.h"
+#include "server/nodes/prefill_service.h"
+#include "server/scout/index_coding.h"
+#include "server/scout/token_selection.h"
+#include "server/transport/decode_service.h"
+
+namespace kvwire::scout {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+absl::Status FromGrpc(const grpc::Status& s) {
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+}
+
+}  // namespace
+
+ScoutNodeService::ScoutNodeService(ScoutServiceOptions options)
+    : options_(std::move(options)),
+      stub_(kvwire::v1::PromptNode::NewStub(options_.prompt_channel)),
+      queue_(options_.workers) {}
+
+grpc::ServerUnaryReactor* ScoutNodeService::Generate(grpc::CallbackServerContext* context,
+                                                     const kvwire::v1::GenerateRequest* request,
+                                                     kvwire::v1::GenerateReply* reply) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  const bool posted = queue_.Post([this, context, request, reply, reactor] {
+    absl::StatusOr<kvwire::v1::GenerateReply> result = Handle(*request, context->deadline());
+    if (result.ok()) *reply = *std::move(result);
+    reactor->Finish(transport::ToGrpcStatus(result.status()));
+  });
+  if (!posted) reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "shutting down"));
+  return reactor;
+}
+
+absl::StatusOr<kvwire::v1::GenerateReply> ScoutNodeService::Handle(
+    const kvwire::v1::GenerateRequest& request,
+    std::chrono::system_clock::time_point deadline) const {
+  const Clock::time_point start = Clock::now();
+  const nodes::NodeModel& model = *options_.model;
+  auto codec = nodes::ResolveCodec(request, options_.default_codec, options_.presets);
+  if (!codec.ok()) return codec.status();
+  auto prompt = nodes::BuildPrompt(model, request);
+  if (!prompt.ok()) return prompt.status();
+  const int T = static_cast<int>(prompt->token_ids.size());
+  if (T < 2) return absl::InvalidArgumentError("the prompt needs at least 2 tokens");
+  const int64_t max_positions = model.engine->config().max_position_embeddings;
+  if (T >= max_positions) {
+    return absl::InvalidArgumentError(absl::StrCat("prompt of ", T, " tokens is too long (max ",
+                                                   max_positions - 1, ")"));
+  }
+  if (request.options().max_new_tokens() < 0) {
+    return absl::InvalidArgumentError("max_new_tokens must be >= 0");
+  }
+
+  kvwire::v1::TokenUpload upload;
+  upload.set_request_id(request.request_id());
+  *upload.mutable_options() = request.options();
+  upload.set_question_begin(prompt->question_begin);
+  upload.set_question_end(prompt->question_end);
+  upload.set_scout_fingerprint(model.fingerprint);
+  auto ids = EncodeTokenIds(prompt->token_ids);
+  if (!ids.ok()) return ids.status();
+  upload.set_token_ids(*std::move(ids));
+
+  const kvcodec::SelectionConfig& rule = codec->config.selection;
+  if (rule.method != kvcodec::SelectionMethod::kKeepAll) {
+    const int cached = T - 1;
+    const std::span<const int32_t> cached_ids(prompt->token_ids.data(), cached);
+    auto prefill = model.engine->Prefill(
+        cached_ids,
+        ScoringPrefillOptions(rule, cached, prompt->question_begin, prompt->question_end));
+    if (!prefill.ok()) return prefill.status();
+    auto kept = SelectPositions(rule, *prefill, prompt->question_begin, prompt->question_end,
+                                cached_ids);
+    if (!kept.ok()) return kept.status();
+    auto coded = EncodePositions(*kept, cached);
+    if (!coded.ok()) return coded.status();
+    upload.set_kept_positions(*std::move(coded));
+    kvcodec::CodecConfig selection_only;
+    selection_only.selection = rule;
+    upload.set_selection_config(selection_only.ToString());
+  }
+  upload.mutable_edge_stats()->set_scout_seconds(
+      std::chrono::duration<double>(Clock::now() - start).count());
+
+  grpc::ClientContext call;
+  call.set_deadline(std::min(deadline, std::chrono::system_clock::now() + options_.default_timeout));
+  kvwire::v1::GenerateReply reply;
+  grpc::Status status = stub_->Generate(&call, upload, &reply);
+  if (!status.ok()) return FromGrpc(status);
+  // The big node's first-token time starts at its own receipt; add the edge's share.
+  kvwire::v1::RequestStats* stats = reply.mutable_stats();
+  stats->set_first_token_seconds(stats->first_token_seconds() + upload.edge_stats().scout_seconds());
+  return reply;
+}
+
+}  // namespace kvwire::scout

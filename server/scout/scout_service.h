@@ -1,0 +1,52 @@
+// ScoutNode: the edge end of the scout and text paths. For each GenerateRequest it tokenizes the
+// prompt as the prefill node does (nodes::BuildPrompt), and
+//   * scout path (the codec selects tokens: "select=q2c;keep=0.25", preset "scout-q2c25"...):
+//     prefills the first T-1 tokens with its small model, scores them by the codec's selection
+//     rule, sums the scores over the small model's layers and heads and keeps the top positions;
+//   * text path (the codec keeps every token): skips the small model;
+// then sends only the coded token ids and kept positions to a PromptNode on the big model's node
+// and relays its reply, adding scout_seconds. Only selection is used from the codec: the big
+// node's cache never crosses the link, so quantization does not apply on these paths.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "proto/kvwire.grpc.pb.h"
+#include "server/nodes/model.h"
+#include "server/nodes/presets.h"
+#include "server/scout/work_queue.h"
+
+namespace kvwire::scout {
+
+struct ScoutServiceOptions {
+  const nodes::NodeModel* model = nullptr;  // the scout model; not owned
+  std::shared_ptr<grpc::ChannelInterface> prompt_channel;  // the big node's PromptNode
+  std::string default_codec = "scout-q2c25";
+  nodes::PresetMap presets;
+  std::chrono::milliseconds default_timeout{std::chrono::minutes(10)};
+  int workers = 2;
+};
+
+class ScoutNodeService final : public kvwire::v1::ScoutNode::CallbackService {
+ public:
+  explicit ScoutNodeService(ScoutServiceOptions options);
+
+  grpc::ServerUnaryReactor* Generate(grpc::CallbackServerContext* context,
+                                     const kvwire::v1::GenerateRequest* request,
+                                     kvwire::v1::GenerateReply* reply) override;
+
+  // The whole request, synchronously; the big node's call gets `deadline`.
+  absl::StatusOr<kvwire::v1::GenerateReply> Handle(
+      const kvwire::v1::GenerateRequest& request,
+      std::chrono::system_clock::time_point deadline) const;
+
+ private:
+  const ScoutServiceOptions options_;
+  std::unique_ptr<kvwire::v1::PromptNode::Stub> stub_;
+  WorkQueue queue_;
+};
+
+}  // namespace kvwire::scout

@@ -1,0 +1,286 @@
+// The scout and text paths end to end over loopback gRPC: a scout node (small model) in front of
+// a PromptNode (big model), on the tiny random models of server/nodes/testing.
+#include <filesystem>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "proto/kvwire.grpc.pb.h"
+#include "server/engine/engine.h"
+#include "server/nodes/model.h"
+#include "server/nodes/prefill_service.h"
+#include "server/nodes/testing/tiny_model.h"
+#include "server/scout/index_coding.h"
+#include "server/scout/prompt_service.h"
+#include "server/scout/scout_server.h"
+#include "server/scout/token_selection.h"
+#include "server/transport/decode_service.h"
+
+namespace kvwire::scout {
+namespace {
+
+using ::testing::HasSubstr;
+namespace fs = std::filesystem;
+
+const char* kContext =
+    "The harbor town kept its lighthouse lit every night for two hundred years. In the winter "
+    "of the great storm, the keeper's daughter rowed out to the reef and brought back nine "
+    "sailors. The town named the new pier after her, and every spring the children race "
+    "small boats from the pier to the reef and back.";
+const char* kQuestion = "Who rowed out to the reef?";
+
+class ScoutTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    std::string tmpl = (fs::temp_directory_path() / "scout_test_XXXXXX").string();
+    root_ = new fs::path(mkdtemp(tmpl.data()));
+    ASSERT_TRUE(nodes::testing::WriteTinyModel(*root_ / "big", nodes::testing::TinyConfig(4)).ok());
+    ASSERT_TRUE(nodes::testing::WriteTinyModel(*root_ / "small", nodes::testing::TinyConfig(2)).ok());
+    auto big = nodes::NodeModel::Load({.model_dir = (*root_ / "big").string(), .threads = 1});
+    ASSERT_TRUE(big.ok()) << big.status();
+    big_ = std::move(*big).release();
+    prompt_service_ = new PromptNodeService({.model = big_, .workers = 4});
+    grpc::ServerBuilder builder;
+    transport::ConfigureServerBuilder(builder);
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &prompt_port_);
+    builder.RegisterService(prompt_service_);
+    prompt_server_ = builder.BuildAndStart().release();
+    ASSERT_NE(prompt_port_, 0);
+    const std::string prompt_address = "127.0.0.1:" + std::to_string(prompt_port_);
+    auto start = [&](const fs::path& dir, const std::string& address) {
+      auto s = StartScoutNode({.model = {.model_dir = dir.string(), .threads = 1},
+                               .prompt_address = address, .workers = 4});
+      EXPECT_TRUE(s.ok()) << s.status();
+      return s.ok() ? std::move(*s).release() : nullptr;
+    };
+    same_ = start(*root_ / "big", prompt_address);      // scout == big model
+    small_ = start(*root_ / "small", prompt_address);   // a real, smaller scout
+    orphan_ = start(*root_ / "small", "127.0.0.1:1");   // nothing listens there
+    ASSERT_TRUE(same_ && small_ && orphan_);
+  }
+
+  static void TearDownTestSuite() {
+    for (RunningScout* s : {same_, small_, orphan_}) delete s;
+    prompt_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    delete prompt_server_;
+    delete prompt_service_;
+    delete big_;
+    fs::remove_all(*root_);
+    delete root_;
+  }
+
+  static kvwire::v1::GenerateRequest Request(const std::string& preset) {
+    kvwire::v1::GenerateRequest r;
+    r.set_context(kContext);
+    r.set_question(kQuestion);
+    r.set_codec_preset(preset);
+    r.mutable_options()->set_max_new_tokens(10);
+    return r;
+  }
+
+  static grpc::Status Call(int port, const kvwire::v1::GenerateRequest& request,
+                           kvwire::v1::GenerateReply* reply,
+                           std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+    auto stub = kvwire::v1::ScoutNode::NewStub(grpc::CreateChannel(
+        "127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + timeout);
+    return stub->Generate(&context, request, reply);
+  }
+
+  static grpc::Status Upload(const kvwire::v1::TokenUpload& upload, kvwire::v1::GenerateReply* reply) {
+    auto stub = kvwire::v1::PromptNode::NewStub(grpc::CreateChannel(
+        "127.0.0.1:" + std::to_string(prompt_port_), grpc::InsecureChannelCredentials()));
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    return stub->Generate(&context, upload, reply);
+  }
+
+  // Greedy tokens of the big model from its own cache of the first T-1 prompt tokens, pruned
+  // to `kept` (all when empty), then the last token fed: the reference for both paths.
+  static std::vector<int32_t> LocalGenerate(const std::vector<int32_t>& ids,
+                                            std::vector<int32_t> kept, int max_new) {
+    const int cached = static_cast<int>(ids.size()) - 1;
+    auto prefill = big_->engine->Prefill(std::span(ids.data(), cached));
+    EXPECT_TRUE(prefill.ok());
+    if (kept.empty()) {
+      for (int t = 0; t < cached; ++t) kept.push_back(t);
+    }
+    const kvcodec::CacheShape& s = prefill->shape;
+    const size_t row = s.head_dim * kvcodec::DTypeSize(s.dtype);
+    std::vector<kvcodec::DecodedLayer> layers(s.num_layers);
+    for (int l = 0; l < s.num_layers; ++l) {
+      layers[l].layer = l;
+      layers[l].kept.assign(s.num_kv_heads, kept);
+      for (int h = 0; h < s.num_kv_heads; ++h) {
+        kvcodec::ByteBuffer k(kept.size() * row), v(kept.size() * row);
+        for (size_t i = 0; i < kept.size(); ++i) {
+          const size_t src = (static_cast<size_t>(h) * s.num_tokens + kept[i]) * row;
+          std::memcpy(k.data() + i * row, prefill->keys[l].data() + src, row);
+          std::memcpy(v.data() + i * row, prefill->values[l].data() + src, row);
+        }
+        layers[l].keys.push_back(std::move(k));
+        layers[l].values.push_back(std::move(v));
+      }
+    }
+    auto session = engine::DecodeSession::Create(*big_->engine, s, layers, cached);
+    EXPECT_TRUE(session.ok()) << session.status();
+    auto logits = (*session)->Step(ids.back());
+    EXPECT_TRUE(logits.ok());
+    const int32_t first = static_cast<int32_t>(
+        std::max_element(logits->begin(), logits->end()) - logits->begin());
+    auto rest = engine::GenerateGreedy(**session, first, max_new - 1, big_->eos_ids);
+    EXPECT_TRUE(rest.ok());
+    std::vector<int32_t> out = {first};
+    if (std::find(big_->eos_ids.begin(), big_->eos_ids.end(), first) == big_->eos_ids.end()) {
+      out.insert(out.end(), rest->begin(), rest->end());
+    }
+    return out;
+  }
+
+  static std::vector<int32_t> PromptIds() {
+    auto prompt = nodes::BuildPrompt(*big_, Request("text"));
+    EXPECT_TRUE(prompt.ok());
+    return prompt->token_ids;
+  }
+
+  static fs::path* root_;
+  static nodes::NodeModel* big_;
+  static PromptNodeService* prompt_service_;
+  static grpc::Server* prompt_server_;
+  static int prompt_port_;
+  static RunningScout* same_;
+  static RunningScout* small_;
+  static RunningScout* orphan_;
+};
+
+fs::path* ScoutTest::root_ = nullptr;
+nodes::NodeModel* ScoutTest::big_ = nullptr;
+PromptNodeService* ScoutTest::prompt_service_ = nullptr;
+grpc::Server* ScoutTest::prompt_server_ = nullptr;
+int ScoutTest::prompt_port_ = 0;
+RunningScout* ScoutTest::same_ = nullptr;
+RunningScout* ScoutTest::small_ = nullptr;
+RunningScout* ScoutTest::orphan_ = nullptr;
+
+TEST_F(ScoutTest, TextPathSendsOnlyTokensAndMatchesTheFullCache) {
+  kvwire::v1::GenerateReply reply;
+  grpc::Status status = Call(small_->port(), Request("text"), &reply);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  const std::vector<int32_t> ids = PromptIds();
+  EXPECT_EQ(std::vector<int32_t>(reply.token_ids().begin(), reply.token_ids().end()),
+            LocalGenerate(ids, {}, 10));
+  const auto& s = reply.stats();
+  EXPECT_EQ(s.kept_fraction(), 1.0);
+  EXPECT_EQ(s.prompt_tokens(), static_cast<int>(ids.size()));
+  EXPECT_LT(s.wire_bytes(), ids.size() * 4 + 64);  // a few bytes per token, no cache
+  EXPECT_LT(s.wire_bytes() * 20, s.raw_bytes());
+  EXPECT_EQ(reply.codec_config(), "text");
+}
+
+TEST_F(ScoutTest, ScoutWithTheBigModelSelectsWhatTheBigModelWould) {
+  kvwire::v1::GenerateReply reply;
+  grpc::Status status = Call(same_->port(), Request("scout-q2c25"), &reply);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  const auto& s = reply.stats();
+  EXPECT_EQ(s.selection_overlap(), 1.0);
+  EXPECT_GT(s.kept_fraction(), 0.2);
+  EXPECT_LT(s.kept_fraction(), 0.4);
+  EXPECT_GT(s.scout_seconds(), 0.0);
+  EXPECT_LT(s.wire_bytes() * 20, s.raw_bytes());
+
+  // The reply is what the big model generates from its cache pruned to the same positions.
+  const std::vector<int32_t> ids = PromptIds();
+  auto prompt = nodes::BuildPrompt(*big_, Request("text"));
+  auto codec = kvcodec::Preset("scout-q2c25");
+  const int cached = static_cast<int>(ids.size()) - 1;
+  auto prefill = big_->engine->Prefill(
+      std::span(ids.data(), cached),
+      ScoringPrefillOptions(codec->selection, cached, prompt->question_begin, prompt->question_end));
+  ASSERT_TRUE(prefill.ok());
+  auto kept = SelectPositions(codec->selection, *prefill, prompt->question_begin,
+                              prompt->question_end, std::span(ids.data(), cached));
+  ASSERT_TRUE(kept.ok());
+  EXPECT_EQ(std::vector<int32_t>(reply.token_ids().begin(), reply.token_ids().end()),
+            LocalGenerate(ids, *kept, 10));
+}
+
+TEST_F(ScoutTest, SmallerScoutReportsItsOverlap) {
+  for (const char* preset : {"scout-q2c25", "scout-snapkv25"}) {
+    kvwire::v1::GenerateReply reply;
+    grpc::Status status = Call(small_->port(), Request(preset), &reply);
+    ASSERT_TRUE(status.ok()) << preset << ": " << status.error_message();
+    EXPECT_GE(reply.stats().selection_overlap(), 0.0);
+    EXPECT_LE(reply.stats().selection_overlap(), 1.0);
+    EXPECT_GT(reply.token_ids_size(), 0);
+    std::cout << "[scout] " << preset << " overlap " << reply.stats().selection_overlap()
+              << " wire " << reply.stats().wire_bytes() << " B of raw "
+              << reply.stats().raw_bytes() << " B\n";
+  }
+}
+
+TEST_F(ScoutTest, ClientErrorsHaveClearCodes) {
+  kvwire::v1::GenerateReply reply;
+  EXPECT_EQ(Call(small_->port(), Request("no-such-preset"), &reply).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  kvwire::v1::GenerateRequest empty = Request("scout-q2c25");
+  empty.clear_context();
+  empty.clear_question();
+  EXPECT_EQ(Call(small_->port(), empty, &reply).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  kvwire::v1::GenerateRequest no_question = Request("scout-q2c25");
+  no_question.clear_question();
+  grpc::Status s = Call(small_->port(), no_question, &reply);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("question"));
+  // Invalid UTF-8 in a proto3 string never reaches the node: protobuf refuses to parse it.
+  kvwire::v1::GenerateRequest bad_utf8 = Request("text");
+  bad_utf8.set_context("caf\xC3");
+  grpc::Status utf8 = Call(small_->port(), bad_utf8, &reply);
+  EXPECT_FALSE(utf8.ok());
+  std::cout << "[scout] invalid UTF-8: code " << utf8.error_code() << " " << utf8.error_message() << "\n";
+  EXPECT_EQ(Call(orphan_->port(), Request("text"), &reply).error_code(),
+            grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(Call(small_->port(), Request("text"), &reply, std::chrono::milliseconds(1)).error_code(),
+            grpc::StatusCode::DEADLINE_EXCEEDED);
+}
+
+TEST_F(ScoutTest, PromptNodeRejectsBadUploads) {
+  const std::vector<int32_t> ids = PromptIds();
+  kvwire::v1::TokenUpload good;
+  good.set_token_ids(*EncodeTokenIds(ids));
+  good.mutable_options()->set_max_new_tokens(2);
+  kvwire::v1::GenerateReply reply;
+  ASSERT_TRUE(Upload(good, &reply).ok());
+
+  auto expect_invalid = [&](const kvwire::v1::TokenUpload& upload, const char* what) {
+    grpc::Status s = Upload(upload, &reply);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << what << ": " << s.error_message();
+  };
+  kvwire::v1::TokenUpload bad = good;
+  bad.set_token_ids("garbage");
+  expect_invalid(bad, "corrupt ids");
+  bad = good;
+  bad.set_token_ids(good.token_ids().substr(0, good.token_ids().size() - 2));
+  expect_invalid(bad, "truncated ids");
+  bad = good;
+  bad.set_token_ids(*EncodeTokenIds(std::vector<int32_t>{5}));
+  expect_invalid(bad, "one token");
+  bad = good;
+  std::vector<int32_t> outside = ids;
+  outside[3] = 100000;
+  bad.set_token_ids(*EncodeTokenIds(outside));
+  expect_invalid(bad, "id outside the vocabulary");
+  bad = good;
+  bad.set_kept_positions(*EncodePositions(std::vector<int32_t>{0, 1, static_cast<int32_t>(ids.size())},
+                                          static_cast<int>(ids.size()) + 1));
+  expect_invalid(bad, "position past the cache");
+  bad = good;
+  bad.set_kept_positions("\x09zz");
+  expect_invalid(bad, "bad position tag");
+  bad = good;
+  bad.set_selection_config("select=nonsense");
+  expect_invalid(bad, "bad selection config");
+}
+
+}  // namespace
+}  // namespace kvwire::scout
