@@ -5,13 +5,17 @@
 //                --tasks passkey:1,multikey:2,mqar:1 --schedule 128:2000,256:4000,512 --steps 8000
 //   kvwire_train --out models/target --resume ...       (continues from the last checkpoint)
 //   kvwire_train eval --model models/target --tasks passkey,multikey --length 512
+//   kvwire_train card --model models/target --name target     (eval.json + README.md)
 //
 // Exit codes: 0 success, 1 the job failed, 2 bad command line.
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <string>
 
 #include <CLI/CLI.hpp>
 
+#include "models/train/model_card.h"
 #include "models/train/trainer.h"
 
 int main(int argc, char** argv) {
@@ -52,6 +56,15 @@ int main(int argc, char** argv) {
   eval->add_option("--length", length)->check(CLI::Range(32, 1 << 20));
   eval->add_option("--examples", examples)->check(CLI::PositiveNumber);
   eval->add_option("--seed", eval_seed);
+  CLI::App* card = app.add_subcommand("card", "measure a checkpoint through the engine and write its model card");
+  std::string card_name = "target", card_tasks = "passkey,multikey";
+  CardOptions card_options;
+  card->add_option("--model", card_options.model_dir)->required();
+  card->add_option("--name", card_name);
+  card->add_option("--tasks", card_tasks);
+  card->add_option("--lengths", card_options.lengths)->delimiter(',');
+  card->add_option("--depths", card_options.depths)->delimiter(',')->check(CLI::Range(0.0, 1.0));
+  card->add_option("--examples", card_options.examples)->check(CLI::PositiveNumber);
   // --out is required for training only.
   app.get_option("--out")->required(false);
   try {
@@ -60,7 +73,7 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : 2;
   }
 
-  auto mix = ParseTaskMix(eval->parsed() ? eval_tasks : task_mix);
+  auto mix = ParseTaskMix(eval->parsed() ? eval_tasks : card->parsed() ? card_tasks : task_mix);
   if (!mix.ok()) {
     std::cerr << "kvwire_train: " << mix.status().message() << "\n";
     return 2;
@@ -78,6 +91,24 @@ int main(int argc, char** argv) {
     }
     return 0;
   }
+  if (card->parsed()) {
+    for (const auto& [t, w] : *mix) card_options.tasks.push_back(t);
+    card_options.threads = o.threads;
+    auto measured = MeasureModel(card_options);
+    if (!measured.ok()) {
+      std::cerr << "kvwire_train card: " << measured.status() << "\n";
+      return 1;
+    }
+    auto text = RenderModelCard(card_options.model_dir, card_name, *measured);
+    if (!text.ok()) {
+      std::cerr << "kvwire_train card: " << text.status() << "\n";
+      return 1;
+    }
+    std::ofstream(card_options.model_dir + "/eval.json") << measured->dump(2) << "\n";
+    std::ofstream(card_options.model_dir + "/README.md") << *text;
+    std::cout << *text;
+    return 0;
+  }
   if (o.out_dir.empty()) {
     std::cerr << "kvwire_train: --out is required\n";
     return 2;
@@ -89,6 +120,11 @@ int main(int argc, char** argv) {
   }
   o.tasks = *mix;
   o.schedule = *stages;
+  // The model card quotes the exact commands that made the checkpoint.
+  std::filesystem::create_directories(o.out_dir);
+  std::ofstream record(o.out_dir + "/train_command.txt", std::ios::app);
+  for (int i = 0; i < argc; ++i) record << (i ? " " : "") << argv[i];
+  record << "\n";
   absl::Status s = Train(o, std::cout);
   if (!s.ok()) {
     std::cerr << "kvwire_train: " << s << "\n";

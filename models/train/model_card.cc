@@ -1,0 +1,174 @@
+#include "models/train/model_card.h"
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "server/engine/generate.h"
+#include "server/nodes/model.h"
+#include "server/nodes/prefill_service.h"
+
+namespace kvwire::train {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string ReadOr(const fs::path& path, const std::string& fallback) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return fallback;
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+struct Attention {
+  double sinks = 0, recent = 0, needle = 0, n = 0;
+};
+
+}  // namespace
+
+absl::StatusOr<nlohmann::json> MeasureModel(const CardOptions& o) {
+  const auto start = std::chrono::steady_clock::now();
+  auto model = nodes::NodeModel::Load({.model_dir = o.model_dir, .threads = o.threads});
+  if (!model.ok()) return model.status();
+  const nodes::NodeModel& m = **model;
+  nlohmann::json accuracy = nlohmann::json::object();
+  Attention att;
+  for (tasks::TaskType task : o.tasks) {
+    const std::string task_name(tasks::TaskName(task));
+    for (int length : o.lengths) {
+      for (double depth : o.depths) {
+        int correct = 0;
+        for (int i = 0; i < o.examples; ++i) {
+          tasks::TaskParams params{.task = task, .split = tasks::Split::kHeldOut, .seed = o.seed,
+                                   .length = length, .depth = depth};
+          auto ex = tasks::GenerateExample(params, i);
+          if (!ex.ok()) return ex.status();
+          const tasks::Prompt p = tasks::FormatPrompt(*ex);
+          kvwire::v1::GenerateRequest request;
+          request.set_context(p.context_text);
+          request.set_question(p.question_text);
+          auto prompt = nodes::BuildPrompt(m, request);
+          if (!prompt.ok()) return prompt.status();
+          const int T = static_cast<int>(prompt->token_ids.size());
+          const int q_len = prompt->question_end - prompt->question_begin;
+          auto prefill = m.engine->Prefill(prompt->token_ids, {.snapkv_window = q_len});
+          if (!prefill.ok()) return prefill.status();
+          auto session = engine::DecodeSession::FromPrefill(*m.engine, *prefill);
+          if (!session.ok()) return session.status();
+          engine::GenerateOptions gen{.max_new_tokens = static_cast<int>(ex->answer.size()) + 2,
+                                      .eos_ids = m.eos_ids};
+          auto out = engine::Generate(**session, prefill->last_logits, gen);
+          if (!out.ok()) return out.status();
+          std::vector<int32_t> ids = out->tokens;
+          if (!ids.empty() && std::count(m.eos_ids.begin(), m.eos_ids.end(), ids.back())) ids.pop_back();
+          auto text = m.tokenizer->Decode(ids, /*skip_special=*/true);
+          if (!text.ok()) return text.status();
+          correct += absl::StripAsciiWhitespace(*text) == p.answer_text;
+
+          // Token t + 1 of the prompt is context word t (BOS first; one token per word).
+          const kvcodec::ImportanceScores& s = *prefill->window_scores;
+          const int context_end = prompt->question_begin;
+          double total = 0, sinks = 0, recent = 0, needle = 0;
+          for (int l = 0; l < s.num_layers; ++l) {
+            for (int h = 0; h < s.num_kv_heads; ++h) {
+              for (int t = 0; t < T; ++t) {
+                const double v = s.at(l, h, t);
+                total += v;
+                if (t < o.sink_tokens) sinks += v;
+                if (t < context_end && t >= context_end - o.recent_tokens) recent += v;
+                if (t >= ex->needle.start + 1 && t < ex->needle.start + 1 + ex->needle.length) needle += v;
+              }
+            }
+          }
+          if (total > 0) {
+            att.sinks += sinks / total;
+            att.recent += recent / total;
+            att.needle += needle / total;
+            att.n += 1;
+          }
+        }
+        accuracy[task_name][std::to_string(length)][absl::StrFormat("%.2f", depth)] = {correct,
+                                                                                      o.examples};
+      }
+    }
+  }
+  nlohmann::json attention = {{"sink_tokens", o.sink_tokens},
+                              {"recent_tokens", o.recent_tokens},
+                              {"share_on_sinks", att.n ? att.sinks / att.n : 0},
+                              {"share_on_recent", att.n ? att.recent / att.n : 0},
+                              {"share_on_needle", att.n ? att.needle / att.n : 0}};
+  return nlohmann::json{
+      {"accuracy", accuracy},
+      {"attention", attention},
+      {"seed", o.seed},
+      {"examples_per_cell", o.examples},
+      {"elapsed_s", std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()}};
+}
+
+absl::StatusOr<std::string> RenderModelCard(const std::string& model_dir, const std::string& name,
+                                            const nlohmann::json& measured) {
+  const fs::path dir(model_dir);
+  auto config = nlohmann::json::parse(ReadOr(dir / "config.json", "{}"), nullptr, false);
+  if (config.is_discarded() || !config.contains("hidden_size")) {
+    return absl::NotFoundError(absl::StrCat(model_dir, "/config.json is missing or malformed"));
+  }
+  auto state = nlohmann::json::parse(ReadOr(dir / "train_state.json", "{}"), nullptr, false);
+  const double train_s = state.is_discarded() ? 0.0 : state.value("train_seconds", 0.0);
+  const int steps = state.is_discarded() ? 0 : state.value("step", 0);
+  std::string md = absl::StrCat("# kvwire bundled model: ", name, "\n\n");
+  absl::StrAppend(&md,
+      "A Llama-architecture decoder trained by this project (models/train, `kvwire_train`) on the "
+      "synthetic long-context retrieval tasks of models/tasks, in the Hugging Face layout the "
+      "engine loads for Qwen2.5 or Llama-3. It exists so that the demo, the tests and the "
+      "evaluation have a model that uses its context; model hubs cannot be reached here.\n\n");
+  absl::StrAppendFormat(&md,
+      "## Architecture\n\n| field | value |\n|---|---|\n| layers | %d |\n| hidden | %d |\n"
+      "| attention heads / KV heads | %d / %d |\n| head_dim | %d |\n| intermediate (SwiGLU) | %d |\n"
+      "| vocab | %d (byte-level BPE, one token per task word) |\n| rope_theta | %g |\n"
+      "| max positions | %d |\n| weights | float32 safetensors |\n\n",
+      config.value("num_hidden_layers", 0), config.value("hidden_size", 0),
+      config.value("num_attention_heads", 0), config.value("num_key_value_heads", 0),
+      config.value("head_dim", config.value("hidden_size", 0) / std::max(1, config.value("num_attention_heads", 1))),
+      config.value("intermediate_size", 0), config.value("vocab_size", 0),
+      config.value("rope_theta", 0.0), config.value("max_position_embeddings", 0));
+  absl::StrAppendFormat(&md,
+      "## Training\n\nData: the task generator's train split (fresh examples every step; held-out "
+      "needles, keys and facts never appear in it). Loss on the answer tokens and the end-of-text "
+      "after them. %d steps, %.0f s of training on a 2-core CPU (no GPU).\n\nExact commands "
+      "(a resumed run appends its own line):\n\n```\n%s```\n\n",
+      steps, train_s, ReadOr(dir / "train_command.txt", "(not recorded)\n"));
+  absl::StrAppend(&md,
+      "## Held-out accuracy (full KV cache)\n\nExact match of the greedy answer, prompted as the "
+      "prefill node prompts. Cells: correct / examples, by context length (words) and needle depth.\n\n");
+  for (const auto& [task, by_length] : measured["accuracy"].items()) {
+    for (const auto& [length, by_depth] : by_length.items()) {
+      std::vector<std::string> cells;
+      int correct = 0, total = 0;
+      for (const auto& [depth, ct] : by_depth.items()) {
+        cells.push_back(absl::StrCat("depth ", depth, ": ", ct[0].get<int>(), "/", ct[1].get<int>()));
+        correct += ct[0].get<int>();
+        total += ct[1].get<int>();
+      }
+      absl::StrAppendFormat(&md, "- **%s**, %s words: %.1f%% (%s)\n", task, length,
+                            total ? 100.0 * correct / total : 0.0, absl::StrJoin(cells, ", "));
+    }
+  }
+  const nlohmann::json& a = measured["attention"];
+  absl::StrAppendFormat(&md,
+      "\n## Where the full-KV attention goes\n\nShare of the attention the question's tokens give, "
+      "averaged over layers, KV heads and the examples above: first %d tokens (sinks) %.1f%%, the "
+      "last %d context tokens (recent) %.1f%%, the asked needle %.1f%%.\n\n",
+      a["sink_tokens"].get<int>(), 100 * a["share_on_sinks"].get<double>(),
+      a["recent_tokens"].get<int>(), 100 * a["share_on_recent"].get<double>(),
+      100 * a["share_on_needle"].get<double>());
+  absl::StrAppend(&md, "Measured with `kvwire_train card --model ", model_dir, " --name ", name,
+                  "` (", absl::StrFormat("%.0f", measured.value("elapsed_s", 0.0)),
+                  " s); the numbers are in eval.json beside this card.\n");
+  return md;
+}
+
+}  // namespace kvwire::train

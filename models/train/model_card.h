@@ -1,0 +1,40 @@
+// Measures a bundled model the way the service runs it, and writes its model card.
+//
+// Accuracy: held-out examples of the task generator, prompted exactly as the prefill node
+// prompts (nodes::BuildPrompt: BOS, context, "\n", question), answered by greedy decoding
+// through the engine's KV cache, scored by exact match of the answer words. Attention
+// concentration: with the full cache, the share of the attention that the question's tokens
+// give to the first tokens (sinks), to the last context tokens before the question (recent) and
+// to the asked needle, averaged over layers and KV heads.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "models/tasks/task_generator.h"
+#include "nlohmann/json.hpp"
+
+namespace kvwire::train {
+
+struct CardOptions {
+  std::string model_dir;
+  std::vector<tasks::TaskType> tasks;
+  std::vector<int> lengths = {512, 1024};
+  std::vector<double> depths = {0.0, 0.25, 0.5, 0.75, 1.0};
+  int examples = 4;     // per task, length and depth
+  uint64_t seed = 20261129;
+  int threads = 0;
+  int sink_tokens = 4;
+  int recent_tokens = 32;
+};
+
+// {"accuracy": {task: {length: {depth: [correct, total]}}}, "attention": {...}, "elapsed_s"}.
+absl::StatusOr<nlohmann::json> MeasureModel(const CardOptions& options);
+
+// The model card (Markdown) for `measured`, with the architecture read from config.json and
+// the training record (train_command.txt, train_state.json) of model_dir.
+absl::StatusOr<std::string> RenderModelCard(const std::string& model_dir, const std::string& name,
+                                            const nlohmann::json& measured);
+
+}  // namespace kvwire::train
