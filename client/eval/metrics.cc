@@ -500,7 +500,7 @@ double StringMatchPart(std::string_view prediction, absl::Span<const std::string
 }
 
 double PrefixMatch(std::string_view prediction, std::string_view reference) {
-  const std::u32string ref = text::CollapseWhitespace(Decode(reference));
+  const std::u32string ref = text::CollapseWhitespace(Decode(RulerPostprocess(reference)));
   if (ref.empty()) return 0.0;
   const std::u32string pred = text::CollapseWhitespace(Decode(RulerPostprocess(prediction)));
   if (pred.compare(0, ref.size(), ref) != 0) return 0.0;
