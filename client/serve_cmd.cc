@@ -10,6 +10,9 @@
 
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "nlohmann/json.hpp"
+#include "server/metrics/log.h"
+#include "server/nodes/presets.h"
 #include "server/nodes/servers.h"
 
 namespace kvwire::cli {
@@ -28,6 +31,9 @@ CLI::App* AddServeCommand(CLI::App& app, ServeOptions& opts) {
     cmd->add_option("--workers", opts.workers, "Requests worked on at once (prefill node)")->capture_default_str()->check(CLI::Range(1, 1024));
     cmd->add_option("--max-new-tokens", opts.max_new_tokens, "Default generation length (decode node)")->capture_default_str()->check(CLI::Range(1, 1 << 20));
     cmd->add_option("--grace", opts.grace_seconds, "Seconds calls in flight may take to finish on shutdown")->capture_default_str()->check(CLI::Range(0.0, 3600.0));
+    cmd->add_option("--metrics-port", opts.metrics_port, "Port of the Prometheus /metrics endpoint, on the --listen host (0: the OS chooses; -1: none)")->capture_default_str()->check(CLI::Range(-1, 65535));
+    cmd->add_option("--presets", opts.preset_files, "File of named codec presets, 'name = config' per line (repeatable; e.g. presets and a quality ladder)");
+    cmd->add_option("--log-level", opts.log_level, "Least level of the JSON log lines on stderr")->capture_default_str()->check(CLI::IsMember({"debug", "info", "warning", "error"}));
   };
   auto* decode = serve->add_subcommand("decode", "Serve kvwire.v1.DecodeNode: rebuild uploaded caches and generate");
   add_common(decode, "127.0.0.1:50051");
@@ -69,6 +75,15 @@ int RunServe(const ServeOptions& opts) {
   }
   // grpc.health.v1.Health on every server built from now on (reports SERVING while up).
   grpc::EnableDefaultHealthCheckService(true);
+  if (absl::Status s = kvwire::metrics::SetLogLevel(opts.log_level); !s.ok()) {
+    std::cerr << "kvwire serve: " << s.message() << "\n";
+    return 1;
+  }
+  auto presets = kvwire::nodes::LoadPresetFiles(opts.preset_files);
+  if (!presets.ok()) {
+    std::cerr << "kvwire serve " << opts.role << ": " << presets.status().ToString() << "\n";
+    return 1;
+  }
 
   kvwire::nodes::NodeOptions node;
   node.listen_address = opts.listen;
@@ -81,24 +96,41 @@ int RunServe(const ServeOptions& opts) {
   node.default_codec = opts.codec;
   node.workers = opts.workers;
   node.default_max_new_tokens = opts.max_new_tokens;
+  node.metrics_port = opts.metrics_port;
+  node.presets = *std::move(presets);
   auto server = opts.role == "prefill" ? kvwire::nodes::StartPrefillNode(node)
                                        : kvwire::nodes::StartDecodeNode(node);
   if (!server.ok()) {
     std::cerr << "kvwire serve " << opts.role << ": " << server.status().ToString() << "\n";
     return 1;
   }
-  std::cout << "kvwire " << opts.role << " node listening on " << HostOf(opts.listen) << ":"
-            << (*server)->port() << " model=" << (*server)->model().fingerprint << std::endl;
+  const std::string address = HostOf(opts.listen) + ":" + std::to_string((*server)->port());
+  std::cout << "kvwire " << opts.role << " node listening on " << address
+            << " model=" << (*server)->model().fingerprint << std::endl;
+  const std::string metrics_address = (*server)->metrics_address();
+  if (!metrics_address.empty()) {
+    std::cout << "kvwire " << opts.role << " node metrics on http://" << metrics_address
+              << "/metrics" << std::endl;
+  }
+  kvwire::metrics::LogEvent(kvwire::metrics::LogLevel::kInfo, "node_started",
+                            {{"role", opts.role},
+                             {"address", address},
+                             {"metrics_address", metrics_address},
+                             {"model", (*server)->model().fingerprint},
+                             {"device", opts.device},
+                             {"presets", node.presets.size()}});
 
   int sig = 0;
   if (int err = sigwait(&stop_signals, &sig); err != 0) {
     std::cerr << "kvwire serve: sigwait failed (" << err << ")\n";
     sig = SIGTERM;
   }
-  std::cerr << "kvwire " << opts.role << " node: " << (sig == SIGINT ? "SIGINT" : "SIGTERM")
-            << ", shutting down\n";
+  kvwire::metrics::LogEvent(kvwire::metrics::LogLevel::kInfo, "node_stopping",
+                            {{"role", opts.role}, {"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"},
+                             {"grace_seconds", opts.grace_seconds}});
   (*server)->Shutdown(std::chrono::milliseconds(static_cast<int64_t>(opts.grace_seconds * 1000)));
   server->reset();
+  kvwire::metrics::LogEvent(kvwire::metrics::LogLevel::kInfo, "node_stopped", {{"role", opts.role}});
   return 0;
 }
 

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -20,14 +21,19 @@ struct ServeOptions {
   std::string decode_address;    // prefill only
   std::string codec = "int4-rans";  // prefill only: default preset or config text
   double grace_seconds = 5;
+  int metrics_port = 0;              // -1: no /metrics; 0: the OS chooses
+  std::vector<std::string> preset_files;
+  std::string log_level = "info";
 };
 
 // Adds `serve` with its `decode` and `prefill` subcommands to `app`; `opts.role` is set by the
 // one that is parsed. Returns the `serve` subcommand.
 CLI::App* AddServeCommand(CLI::App& app, ServeOptions& opts);
 
-// Starts the node, prints "kvwire <role> node listening on ADDR:PORT model=<fingerprint>", blocks
-// until SIGINT/SIGTERM, shuts down with the grace period. 0 on a clean shutdown, 1 on errors.
+// Starts the node, prints "kvwire <role> node listening on ADDR:PORT model=<fingerprint>" and,
+// when /metrics is served, "kvwire <role> node metrics on http://HOST:PORT/metrics", blocks
+// until SIGINT/SIGTERM, shuts down with the grace period. Events (start, each request, stop)
+// are logged to stderr as one JSON object per line. 0 on a clean shutdown, 1 on errors.
 int RunServe(const ServeOptions& opts);
 
 }  // namespace kvwire::cli

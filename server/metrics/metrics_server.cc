@@ -1,14 +1,32 @@
 #include "server/metrics/metrics_server.h"
 
 #include <arpa/inet.h>
+#include <dlfcn.h>
+#include <pthread.h>
 
+#include <algorithm>
 #include <exception>
+#include <cerrno>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "prometheus/exposer.h"
 #include "prometheus/registry.h"
+
+// Debian's civetweb (the exposer's HTTP server) starts its threads with a fixed 100 KiB stack,
+// and glibc carves each thread's static TLS out of its stack. libtorch's dependencies alone
+// (OpenBLAS, glog, ...) need ~105 KiB of static TLS, so in a node every civetweb thread fails
+// to start ("Cannot create threads", EINVAL) and /metrics cannot be served. This definition
+// in the executable (exported: see CMakeLists.txt) takes precedence over libc's and raises
+// requested stack sizes below 1 MiB to 1 MiB; larger requests, and threads started without a
+// size, are untouched. Stacks are reserved, not committed, so the cost is address space only.
+extern "C" int pthread_attr_setstacksize(pthread_attr_t* attr, size_t size) {
+  using Fn = int (*)(pthread_attr_t*, size_t);
+  static const Fn libc = reinterpret_cast<Fn>(dlsym(RTLD_NEXT, "pthread_attr_setstacksize"));
+  if (libc == nullptr) return EINVAL;
+  return libc(attr, std::max<size_t>(size, size_t{1} << 20));
+}
 
 namespace kvwire::metrics {
 

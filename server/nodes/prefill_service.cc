@@ -1,11 +1,16 @@
 #include "server/nodes/prefill_service.h"
 
 #include <algorithm>
+#include <atomic>
+#include <random>
 #include <span>
 #include <string_view>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "nlohmann/json.hpp"
+#include "server/metrics/log.h"
 #include "server/engine/engine.h"
 #include "server/nodes/engine_consumer.h"
 #include "server/tokenizer/chat_template.h"
@@ -35,6 +40,19 @@ absl::StatusOr<std::vector<int32_t>> EncodeRaw(const NodeModel& model, std::stri
   if (!body.ok()) return body.status();
   ids.insert(ids.end(), body->begin(), body->end());
   return ids;
+}
+
+// Random, so ids from many prefill replicas do not collide in the logs.
+std::string NewRequestId() {
+  thread_local std::mt19937_64 rng(std::random_device{}());
+  return absl::StrFormat("req-%016x", rng());
+}
+
+std::string ClientMetadata(const grpc::CallbackServerContext* context, const char* key) {
+  if (context == nullptr) return "";
+  const auto& md = context->client_metadata();
+  auto it = md.find(key);
+  return it == md.end() ? std::string() : std::string(it->second.data(), it->second.size());
 }
 
 // Errors of the client's making keep their code; the tokenizer's InvalidArgument (bad UTF-8)
@@ -90,10 +108,12 @@ absl::StatusOr<Prompt> BuildPrompt(const NodeModel& model, const kvwire::v1::Gen
   return prompt;
 }
 
-absl::StatusOr<kvcodec::CodecConfig> ResolveCodec(const kvwire::v1::GenerateRequest& request,
-                                                  const std::string& default_codec) {
+absl::StatusOr<ResolvedCodec> ResolveCodec(const kvwire::v1::GenerateRequest& request,
+                                           const std::string& default_codec,
+                                           const PresetMap& presets) {
   absl::StatusOr<kvcodec::CodecConfig> config;
   std::string what;
+  std::string label = "custom";
   switch (request.codec_case()) {
     case kvwire::v1::GenerateRequest::kCodecConfig:
       what = absl::StrCat("codec config \"", request.codec_config(), "\"");
@@ -101,18 +121,23 @@ absl::StatusOr<kvcodec::CodecConfig> ResolveCodec(const kvwire::v1::GenerateRequ
       break;
     case kvwire::v1::GenerateRequest::kCodecPreset:
       what = absl::StrCat("codec preset \"", request.codec_preset(), "\"");
-      config = kvcodec::Preset(request.codec_preset());
+      config = FindPreset(presets, request.codec_preset());
+      label = request.codec_preset();
       break;
     default:
       what = absl::StrCat("default codec \"", default_codec, "\"");
-      config = kvcodec::Preset(default_codec);
-      if (!config.ok()) config = kvcodec::CodecConfig::Parse(default_codec);
+      config = FindPreset(presets, default_codec);
+      if (config.ok()) {
+        label = default_codec;
+      } else {
+        config = kvcodec::CodecConfig::Parse(default_codec);
+      }
       break;
   }
   if (!config.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(what, ": ", config.status().message()));
   }
-  return config;
+  return ResolvedCodec{*std::move(config), std::move(label)};
 }
 
 struct PrefillNodeService::Job {
@@ -121,6 +146,14 @@ struct PrefillNodeService::Job {
   kvwire::v1::GenerateReply* reply;
   grpc::ServerUnaryReactor* reactor;
   Clock::time_point received;
+  metrics::NodeMetrics::Scoped in_flight;
+};
+
+// What Run() learned about a request, for the metrics and the log line, whatever its outcome.
+struct PrefillNodeService::Trace {
+  std::string request_id;
+  std::string preset;
+  double selection_seconds = 0;
 };
 
 PrefillNodeService::PrefillNodeService(PrefillServiceOptions options)
@@ -143,7 +176,8 @@ grpc::ServerUnaryReactor* PrefillNodeService::Generate(grpc::CallbackServerConte
                                                        const kvwire::v1::GenerateRequest* request,
                                                        kvwire::v1::GenerateReply* reply) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  auto job = std::make_unique<Job>(Job{context, request, reply, reactor, Clock::now()});
+  auto job = std::make_unique<Job>(Job{context, request, reply, reactor, Clock::now(), {}});
+  if (options_.metrics != nullptr) job->in_flight = options_.metrics->TrackRequest();
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!stopping_) {
@@ -151,6 +185,7 @@ grpc::ServerUnaryReactor* PrefillNodeService::Generate(grpc::CallbackServerConte
     }
   }
   if (job) {
+    if (options_.metrics != nullptr) options_.metrics->CountRequest(absl::StatusCode::kUnavailable);
     reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "prefill node is shutting down"));
   } else {
     cv_.notify_one();
@@ -171,6 +206,7 @@ void PrefillNodeService::WorkerLoop() {
     absl::StatusOr<kvwire::v1::GenerateReply> result =
         Handle(*job->request, job->received, job->context->deadline(), job->context);
     if (result.ok()) *job->reply = *std::move(result);
+    job->in_flight.Release();
     job->reactor->Finish(transport::ToGrpcStatus(result.status()));
   }
 }
@@ -178,6 +214,50 @@ void PrefillNodeService::WorkerLoop() {
 absl::StatusOr<kvwire::v1::GenerateReply> PrefillNodeService::Handle(
     const kvwire::v1::GenerateRequest& request, Clock::time_point received,
     std::chrono::system_clock::time_point deadline, const grpc::CallbackServerContext* context) {
+  Trace trace;
+  trace.request_id = request.request_id();
+  if (trace.request_id.empty()) trace.request_id = ClientMetadata(context, metrics::kRequestIdMetadata);
+  if (trace.request_id.empty()) trace.request_id = NewRequestId();
+  absl::StatusOr<kvwire::v1::GenerateReply> result = Run(request, received, deadline, context, trace);
+
+  const absl::StatusCode code = result.status().code();
+  nlohmann::json fields = {{"role", "prefill"},
+                           {"request_id", trace.request_id},
+                           {"preset", trace.preset},
+                           {"code", absl::StatusCodeToString(code)},
+                           {"seconds", SecondsSince(received)}};
+  if (result.ok()) {
+    const kvwire::v1::RequestStats& st = result->stats();
+    if (options_.metrics != nullptr) {
+      options_.metrics->ObserveTimeToFirstToken(st.first_token_seconds());
+      options_.metrics->AddTokens(st.prompt_tokens(), 0);  // the decode node counts generated ones
+    }
+    fields.update({{"prompt_tokens", st.prompt_tokens()},
+                   {"generated_tokens", st.generated_tokens()},
+                   {"raw_bytes", st.raw_bytes()},
+                   {"wire_bytes", st.wire_bytes()},
+                   {"bits_per_element", st.bits_per_element()},
+                   {"kept_ratio", st.kept_fraction()},
+                   {"prefill_seconds", st.prefill_seconds()},
+                   {"selection_seconds", trace.selection_seconds},
+                   {"encode_seconds", st.encode_seconds()},
+                   {"transfer_seconds", st.transfer_seconds()},
+                   {"rebuild_seconds", st.rebuild_seconds()},
+                   {"first_token_seconds", st.first_token_seconds()}});
+  } else {
+    fields["message"] = result.status().message();
+  }
+  if (options_.metrics != nullptr) options_.metrics->CountRequest(code);
+  metrics::LogEvent(result.ok() ? metrics::LogLevel::kInfo : metrics::LogLevel::kWarning,
+                    "request_done", fields);
+  return result;
+}
+
+absl::StatusOr<kvwire::v1::GenerateReply> PrefillNodeService::Run(
+    const kvwire::v1::GenerateRequest& request, Clock::time_point received,
+    std::chrono::system_clock::time_point deadline, const grpc::CallbackServerContext* context,
+    Trace& trace) {
+  metrics::NodeMetrics* const node_metrics = options_.metrics;
   if (deadline == std::chrono::system_clock::time_point::max()) {
     deadline = std::chrono::system_clock::now() + options_.default_timeout;
   }
@@ -192,8 +272,10 @@ absl::StatusOr<kvwire::v1::GenerateReply> PrefillNodeService::Handle(
   const engine::Engine& engine = *model.engine;
 
   // Everything the client can get wrong is checked before the model runs.
-  auto config = ResolveCodec(request, options_.default_codec);
-  if (!config.ok()) return config.status();
+  auto resolved = ResolveCodec(request, options_.default_codec, options_.presets);
+  if (!resolved.ok()) return resolved.status();
+  trace.preset = resolved->preset_label;
+  kvcodec::CodecConfig* config = &resolved->config;
   if (auto gen = ToGenerateOptions(request.options(), 1); !gen.ok()) return gen.status();
   auto prompt = BuildPrompt(model, request);
   if (!prompt.ok()) return prompt.status();
@@ -245,6 +327,15 @@ absl::StatusOr<kvwire::v1::GenerateReply> PrefillNodeService::Handle(
   auto prefill = engine.Prefill(cache_ids, prefill_options);
   if (!prefill.ok()) return prefill.status();
   const double prefill_seconds = SecondsSince(prefill_start);
+  metrics::NodeMetrics::CacheHold hold;
+  if (node_metrics != nullptr) {
+    node_metrics->ObserveStage(metrics::Stage::kPrefill, prefill_seconds);
+    uint64_t cache_bytes = 0;
+    for (const auto& k : prefill->keys) cache_bytes += k.size();
+    for (const auto& v : prefill->values) cache_bytes += v.size();
+    hold = node_metrics->HoldCache();
+    hold.SetBytes(cache_bytes);
+  }
   if (absl::Status s = alive(); !s.ok()) return s;
 
   const Clock::time_point encode_start = Clock::now();
@@ -254,6 +345,7 @@ absl::StatusOr<kvwire::v1::GenerateReply> PrefillNodeService::Handle(
   if (prefill->accumulated_scores) scores = &*prefill->accumulated_scores;
   auto kept = kvcodec::Select(selection, prefill->shape, scores, cache_ids);
   if (!kept.ok()) return kept.status();
+  trace.selection_seconds = SecondsSince(encode_start);
   auto encoder = kvcodec::FrameEncoder::Create(prefill->shape, *config, model.fingerprint,
                                                prefill->positions);
   if (!encoder.ok()) return encoder.status();
@@ -274,13 +366,14 @@ absl::StatusOr<kvwire::v1::GenerateReply> PrefillNodeService::Handle(
   // Release the uncompressed cache before the (possibly long) remote call.
   prefill->keys.clear();
   prefill->values.clear();
+  hold.Release();
+  if (node_metrics != nullptr) {
+    node_metrics->ObserveStage(metrics::Stage::kSelection, trace.selection_seconds);
+    node_metrics->ObserveStage(metrics::Stage::kEncode, encode_seconds - trace.selection_seconds);
+  }
 
   kvwire::v1::UploadHeader header;
-  header.set_request_id(request.request_id().empty()
-                            ? absl::StrCat("req-", std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                                       received.time_since_epoch())
-                                                       .count())
-                            : request.request_id());
+  header.set_request_id(trace.request_id);
   header.set_model_fingerprint(model.fingerprint);
   *header.mutable_options() = request.options();
   header.set_prompt_tokens(cached);
@@ -298,9 +391,13 @@ absl::StatusOr<kvwire::v1::GenerateReply> PrefillNodeService::Handle(
   if (absl::Status s = alive(); !s.ok()) return s;
   const double before_send = SecondsSince(received);
   kvwire::v1::GenerateReply reply;
-  absl::Status sent = transport::SendFrame(*decode_stub_, header, frame,
-                                           std::min(options_.slice_bytes, transport::kMaxSliceBytes),
-                                           deadline, &reply);
+  metrics::NodeMetrics::Scoped stream;
+  if (node_metrics != nullptr) stream = node_metrics->TrackStream();
+  absl::Status sent = transport::SendFrame(
+      *decode_stub_, header, frame, std::min(options_.slice_bytes, transport::kMaxSliceBytes),
+      deadline, &reply,
+      {{metrics::kRequestIdMetadata, trace.request_id}, {transport::kPresetMetadata, trace.preset}});
+  stream.Release();
   if (!sent.ok()) {
     return absl::Status(sent.code(), absl::StrCat("decode node: ", sent.message()));
   }
@@ -317,6 +414,14 @@ absl::StatusOr<kvwire::v1::GenerateReply> PrefillNodeService::Handle(
   out->set_first_token_seconds(before_send + out->transfer_seconds() + out->first_token_seconds());
   reply.set_request_id(header.request_id());
   if (reply.codec_config().empty()) reply.set_codec_config(config->ToString());
+  if (node_metrics != nullptr) {
+    node_metrics->ObserveFrame(trace.preset,
+                               {.raw_bytes = accounting.raw_bytes,
+                                .wire_bytes = frame.size(),
+                                .elements = accounting.elements,
+                                .kept_ratio = accounting.kept_fraction()},
+                               /*with_ratios=*/true);
+  }
   return reply;
 }
 

@@ -38,7 +38,9 @@
 #include "kvcodec/kvcodec.h"
 #include "proto/kvwire.grpc.pb.h"
 #include "proto/kvwire.pb.h"
+#include "server/metrics/metrics.h"
 #include "server/nodes/model.h"
+#include "server/nodes/presets.h"
 
 namespace kvwire::nodes {
 
@@ -53,10 +55,20 @@ struct Prompt {
 // Builds and tokenizes the request's prompt as described above (no length checks).
 absl::StatusOr<Prompt> BuildPrompt(const NodeModel& model, const kvwire::v1::GenerateRequest& request);
 
+// A request's codec and the `preset` label its metrics carry.
+struct ResolvedCodec {
+  kvcodec::CodecConfig config;
+  // The preset's name when the codec was named (request preset or default), "custom" for
+  // config text: labels stay bounded whatever clients send.
+  std::string preset_label;
+};
+
 // The request's codec: its config text, else its preset, else `default_codec` (a preset name or
-// config text). InvalidArgument when nothing parses.
-absl::StatusOr<kvcodec::CodecConfig> ResolveCodec(const kvwire::v1::GenerateRequest& request,
-                                                  const std::string& default_codec);
+// config text). Names are looked up in `presets` first, then among kvcodec's built-ins.
+// InvalidArgument when nothing parses.
+absl::StatusOr<ResolvedCodec> ResolveCodec(const kvwire::v1::GenerateRequest& request,
+                                           const std::string& default_codec,
+                                           const PresetMap& presets = {});
 
 struct PrefillServiceOptions {
   // Not owned; must outlive the service.
@@ -71,6 +83,12 @@ struct PrefillServiceOptions {
   std::chrono::milliseconds default_timeout{std::chrono::minutes(10)};
   // Requests worked on at once; more wait in a queue (the engine is CPU- or GPU-bound).
   int workers = 2;
+  // Named presets (preset files) requests and `default_codec` may name.
+  PresetMap presets;
+  // Not owned; may be null. Counts calls by code, requests and upload streams in flight, bytes
+  // and ratios by preset, the prefill / selection / encode stages, time to first token, tokens
+  // and caches held.
+  metrics::NodeMetrics* metrics = nullptr;
 };
 
 class PrefillNodeService final : public kvwire::v1::PrefillNode::CallbackService {
@@ -83,8 +101,11 @@ class PrefillNodeService final : public kvwire::v1::PrefillNode::CallbackService
                                      const kvwire::v1::GenerateRequest* request,
                                      kvwire::v1::GenerateReply* reply) override;
 
-  // The whole request, synchronously (what a worker runs). `received` is when the request
-  // arrived; `deadline` bounds the decode call. Public for tests and an in-process client.
+  // The whole request, synchronously (what a worker runs), counted in the metrics and logged
+  // as one "request_done" event. `received` is when the request arrived; `deadline` bounds the
+  // decode call. The request id is request.request_id(), else the client's x-request-id
+  // metadata, else a new random one; it travels to the decode node as x-request-id. Public for
+  // tests and an in-process client.
   absl::StatusOr<kvwire::v1::GenerateReply> Handle(const kvwire::v1::GenerateRequest& request,
                                                    std::chrono::steady_clock::time_point received,
                                                    std::chrono::system_clock::time_point deadline,
@@ -92,7 +113,13 @@ class PrefillNodeService final : public kvwire::v1::PrefillNode::CallbackService
 
  private:
   struct Job;
+  struct Trace;
   void WorkerLoop();
+  absl::StatusOr<kvwire::v1::GenerateReply> Run(const kvwire::v1::GenerateRequest& request,
+                                                std::chrono::steady_clock::time_point received,
+                                                std::chrono::system_clock::time_point deadline,
+                                                const grpc::CallbackServerContext* context,
+                                                Trace& trace);
 
   const PrefillServiceOptions options_;
   std::unique_ptr<kvwire::v1::DecodeNode::Stub> decode_stub_;

@@ -1,5 +1,6 @@
 #include "server/nodes/servers.h"
 
+#include <set>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -12,6 +13,10 @@ absl::Status BuildAndStart(const std::string& address, grpc::Service* service,
                            std::unique_ptr<grpc::Server>* server, int* port) {
   grpc::ServerBuilder builder;
   transport::ConfigureServerBuilder(builder);
+  // Clients reconnect (and re-resolve DNS) every few minutes, so a prefill pod's round_robin
+  // channel over the decode pool's headless Service picks up pods added since it started.
+  // Calls in flight when the connection ages out finish on it.
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, 5 * 60 * 1000);
   builder.AddListeningPort(address, grpc::InsecureServerCredentials(), port);
   builder.RegisterService(service);
   *server = builder.BuildAndStart();
@@ -22,7 +27,28 @@ absl::Status BuildAndStart(const std::string& address, grpc::Service* service,
   return absl::OkStatus();
 }
 
+// The IPv4 host /metrics binds to by default: the gRPC listen address's host, with the IPv6
+// wildcard and loopback mapped to their IPv4 equivalents (the exposer serves IPv4).
+std::string MetricsHostFor(const std::string& listen_address) {
+  const size_t colon = listen_address.rfind(':');
+  std::string host = colon == std::string::npos ? listen_address : listen_address.substr(0, colon);
+  if (host == "[::]" || host.empty()) return "0.0.0.0";
+  if (host == "[::1]") return "127.0.0.1";
+  return host;
+}
+
 }  // namespace
+
+absl::Status RunningServer::StartMetrics(const NodeOptions& opts, std::string_view role) {
+  metrics_ = std::make_unique<metrics::NodeMetrics>(role);
+  metrics_->SetNodeInfo(model_->fingerprint, opts.model.device);
+  if (opts.metrics_port < 0) return absl::OkStatus();
+  const std::string host = opts.metrics_host.empty() ? MetricsHostFor(opts.listen_address) : opts.metrics_host;
+  auto server = metrics::MetricsServer::Start(host, opts.metrics_port, metrics_->registry());
+  if (!server.ok()) return server.status();
+  metrics_server_ = *std::move(server);
+  return absl::OkStatus();
+}
 
 RunningServer::~RunningServer() { Shutdown(); }
 
@@ -37,6 +63,7 @@ void RunningServer::Shutdown(std::chrono::milliseconds grace) {
   // The services outlive the server and wait for their own workers / consumers.
   prefill_service_.reset();
   decode_service_.reset();
+  metrics_server_.reset();
 }
 
 void RunningServer::Wait() {
@@ -48,12 +75,20 @@ absl::StatusOr<std::unique_ptr<RunningServer>> StartDecodeNode(const NodeOptions
   if (!model.ok()) return model.status();
   std::unique_ptr<RunningServer> running(new RunningServer());
   running->model_ = *std::move(model);
+  if (absl::Status s = running->StartMetrics(opts, "decode"); !s.ok()) {
+    running->shut_down_ = true;
+    return s;
+  }
+  std::set<std::string> preset_names;
+  for (const auto& [name, text] : opts.presets) preset_names.insert(name);
   running->consumer_ = std::make_unique<EngineConsumer>(
       *running->model_, EngineConsumerOptions{.default_max_new_tokens = opts.default_max_new_tokens});
   running->decode_service_ = std::make_unique<transport::DecodeNodeService>(
       transport::DecodeServiceOptions{.model_fingerprint = running->model_->fingerprint,
                                       .limits = opts.limits,
-                                      .consumer = running->consumer_.get()});
+                                      .consumer = running->consumer_.get(),
+                                      .metrics = running->metrics_.get(),
+                                      .preset_names = std::move(preset_names)});
   if (absl::Status s = BuildAndStart(opts.listen_address, running->decode_service_.get(),
                                      &running->server_, &running->port_);
       !s.ok()) {
@@ -71,15 +106,24 @@ absl::StatusOr<std::unique_ptr<RunningServer>> StartPrefillNode(const NodeOption
   if (!model.ok()) return model.status();
   std::unique_ptr<RunningServer> running(new RunningServer());
   running->model_ = *std::move(model);
+  if (absl::Status s = running->StartMetrics(opts, "prefill"); !s.ok()) {
+    running->shut_down_ = true;
+    return s;
+  }
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(transport::kMaxReceiveMessageBytes);
+  // Uploads spread over every address the decode name resolves to (a Kubernetes headless
+  // Service gives one per ready decode pod); a single address behaves as before.
+  args.SetLoadBalancingPolicyName("round_robin");
   running->prefill_service_ = std::make_unique<PrefillNodeService>(PrefillServiceOptions{
       .model = running->model_.get(),
       .decode_channel = grpc::CreateCustomChannel(opts.decode_address,
                                                   grpc::InsecureChannelCredentials(), args),
       .default_codec = opts.default_codec,
       .default_timeout = opts.default_timeout,
-      .workers = opts.workers});
+      .workers = opts.workers,
+      .presets = opts.presets,
+      .metrics = running->metrics_.get()});
   if (absl::Status s = BuildAndStart(opts.listen_address, running->prefill_service_.get(),
                                      &running->server_, &running->port_);
       !s.ok()) {

@@ -7,9 +7,12 @@
 
 #include "absl/status/statusor.h"
 #include "grpcpp/grpcpp.h"
+#include "server/metrics/metrics.h"
+#include "server/metrics/metrics_server.h"
 #include "server/nodes/engine_consumer.h"
 #include "server/nodes/model.h"
 #include "server/nodes/prefill_service.h"
+#include "server/nodes/presets.h"
 #include "server/transport/decode_service.h"
 
 namespace kvwire::nodes {
@@ -26,6 +29,12 @@ struct NodeOptions {
   // Decode node only.
   int default_max_new_tokens = 128;
   kvcodec::DecodeLimits limits;
+  // Prometheus /metrics: -1 serves none, 0 lets the OS choose the port (RunningServer::
+  // metrics_port() reports it). `metrics_host` empty: the host of listen_address.
+  int metrics_port = -1;
+  std::string metrics_host;
+  // Named presets (preset files): codecs requests may name, and metric label values.
+  PresetMap presets;
 };
 
 class RunningServer {
@@ -36,6 +45,12 @@ class RunningServer {
 
   int port() const { return port_; }
   const NodeModel& model() const { return *model_; }
+  // The node's metrics (also when no /metrics endpoint is served).
+  metrics::NodeMetrics& metrics() const { return *metrics_; }
+  // The /metrics port, or -1 when NodeOptions::metrics_port was -1.
+  int metrics_port() const { return metrics_server_ ? metrics_server_->port() : -1; }
+  // "HOST:PORT" of /metrics, or "" when none is served.
+  std::string metrics_address() const { return metrics_server_ ? metrics_server_->address() : ""; }
   // Stops accepting calls, lets calls in flight finish until `grace` has passed (then cancels
   // them) and waits for the workers. Idempotent.
   void Shutdown(std::chrono::milliseconds grace = std::chrono::seconds(5));
@@ -46,7 +61,11 @@ class RunningServer {
   friend absl::StatusOr<std::unique_ptr<RunningServer>> StartDecodeNode(const NodeOptions&);
   friend absl::StatusOr<std::unique_ptr<RunningServer>> StartPrefillNode(const NodeOptions&);
   RunningServer() = default;
+  absl::Status StartMetrics(const NodeOptions& opts, std::string_view role);
 
+  // Declared first: destroyed after the services that update it.
+  std::unique_ptr<metrics::NodeMetrics> metrics_;
+  std::unique_ptr<metrics::MetricsServer> metrics_server_;
   std::unique_ptr<NodeModel> model_;
   std::unique_ptr<EngineConsumer> consumer_;
   std::unique_ptr<transport::DecodeNodeService> decode_service_;
@@ -56,11 +75,13 @@ class RunningServer {
   bool shut_down_ = false;
 };
 
-// Loads the model and serves DecodeNode on opts.listen_address. UnavailableError when the
-// address cannot be bound; model loading errors as they come.
+// Loads the model and serves DecodeNode on opts.listen_address (and /metrics, see NodeOptions).
+// UnavailableError when an address cannot be bound; model loading errors as they come.
 absl::StatusOr<std::unique_ptr<RunningServer>> StartDecodeNode(const NodeOptions& opts);
 // Loads the model and serves PrefillNode, uploading to opts.decode_address (InvalidArgument if
-// empty; the decode node need not be up yet: calls then fail with UNAVAILABLE).
+// empty; the decode node need not be up yet: calls then fail with UNAVAILABLE). The channel
+// balances uploads round-robin over every address the name resolves to (e.g.
+// dns:///kvwire-decode-headless:50051).
 absl::StatusOr<std::unique_ptr<RunningServer>> StartPrefillNode(const NodeOptions& opts);
 
 }  // namespace kvwire::nodes

@@ -6,6 +6,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+#include "server/metrics/log.h"
 #include "server/transport/frame_receiver.h"
 
 namespace kvwire::transport {
@@ -15,6 +17,20 @@ using Clock = std::chrono::steady_clock;
 
 double SecondsSince(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// The first value of client metadata `key`, or "".
+std::string ClientMetadata(const grpc::CallbackServerContext* context, const char* key) {
+  const auto& md = context->client_metadata();
+  auto it = md.find(key);
+  return it == md.end() ? std::string() : std::string(it->second.data(), it->second.size());
+}
+
+uint64_t LayerBytes(const kvcodec::DecodedLayer& layer) {
+  uint64_t n = 0;
+  for (const kvcodec::ByteBuffer& b : layer.keys) n += b.size();
+  for (const kvcodec::ByteBuffer& b : layer.values) n += b.size();
+  return n;
 }
 
 }  // namespace
@@ -59,7 +75,13 @@ class DecodeNodeService::Reactor final : public grpc::ServerReadReactor<kvwire::
  public:
   Reactor(DecodeNodeService* service, grpc::CallbackServerContext* context,
           kvwire::v1::GenerateReply* reply)
-      : service_(service), context_(context), reply_(reply) {
+      : service_(service),
+        context_(context),
+        reply_(reply),
+        metrics_(service->options_.metrics),
+        request_id_(ClientMetadata(context, metrics::kRequestIdMetadata)),
+        preset_(PresetLabel(ClientMetadata(context, kPresetMetadata))) {
+    if (metrics_ != nullptr) stream_ = metrics_->TrackStream();
     StartRead(&message_);
   }
 
@@ -88,8 +110,19 @@ class DecodeNodeService::Reactor final : public grpc::ServerReadReactor<kvwire::
   void OnDone() override { delete this; }
 
  private:
+  // Bounded metric labels: known preset names, else "custom".
+  std::string PresetLabel(const std::string& name) const {
+    if (name.empty()) return "custom";
+    if (service_->options_.preset_names.count(name) > 0) return name;
+    for (const std::string& builtin : kvcodec::PresetNames()) {
+      if (builtin == name) return name;
+    }
+    return "custom";
+  }
+
   void OnHeader() {
     header_.emplace(std::move(*message_.mutable_header()));
+    if (request_id_.empty()) request_id_ = header_->request_id();
     const std::string& node_fp = service_->options_.model_fingerprint;
     const std::string& header_fp = header_->model_fingerprint();
     if (!node_fp.empty() && !header_fp.empty() && node_fp != header_fp) {
@@ -105,7 +138,14 @@ class DecodeNodeService::Reactor final : public grpc::ServerReadReactor<kvwire::
   void OnChunk() {
     absl::Status s = receiver_->Accept(message_.chunk().frame_bytes());
     if (!s.ok()) return Fail(s);
-    for (kvcodec::DecodedLayer& layer : receiver_->TakeLayers()) layers_.push_back(std::move(layer));
+    for (kvcodec::DecodedLayer& layer : receiver_->TakeLayers()) {
+      held_bytes_ += LayerBytes(layer);
+      layers_.push_back(std::move(layer));
+    }
+    if (metrics_ != nullptr && held_bytes_ > 0) {
+      if (!hold_) hold_.emplace(metrics_->HoldCache());
+      hold_->SetBytes(held_bytes_);
+    }
     StartRead(&message_);
   }
 
@@ -126,7 +166,18 @@ class DecodeNodeService::Reactor final : public grpc::ServerReadReactor<kvwire::
     const kvcodec::FrameInfo& info = *receiver_->info();
     kvwire::v1::RequestStats stats;
     FillFrameStats(info, layers_, receiver_->bytes_received(), &stats);
+    if (metrics_ != nullptr) {
+      metrics_->ObserveStage(metrics::Stage::kTransfer, transfer_seconds);
+      metrics_->ObserveStage(metrics::Stage::kRebuild, receiver_->decode_seconds());
+      metrics_->ObserveFrame(preset_,
+                             {.raw_bytes = stats.raw_bytes(),
+                              .wire_bytes = stats.wire_bytes(),
+                              .elements = info.shape.num_elements(),
+                              .kept_ratio = stats.kept_fraction()},
+                             /*with_ratios=*/false);
+    }
     grpc::Status status;
+    double decode_seconds = 0;
     if (context_->IsCancelled()) {
       // The client gave up (deadline, cancellation) while the frame was in flight.
       status = grpc::Status(grpc::StatusCode::CANCELLED, "upload cancelled before generation");
@@ -135,8 +186,11 @@ class DecodeNodeService::Reactor final : public grpc::ServerReadReactor<kvwire::
       reply_->set_codec_config(info.config_text);
       reply_->set_model_fingerprint(info.model_fingerprint);
     } else {
+      const Clock::time_point decode_start = Clock::now();
       absl::StatusOr<kvwire::v1::GenerateReply> result =
           service->options_.consumer->Consume(info, std::move(layers_), *header_);
+      decode_seconds = SecondsSince(decode_start);
+      if (metrics_ != nullptr) metrics_->ObserveStage(metrics::Stage::kDecode, decode_seconds);
       if (result.ok()) {
         *reply_ = *std::move(result);
         if (reply_->request_id().empty()) reply_->set_request_id(header_->request_id());
@@ -152,12 +206,42 @@ class DecodeNodeService::Reactor final : public grpc::ServerReadReactor<kvwire::
       merged.set_transfer_seconds(transfer_seconds);
       merged.set_rebuild_seconds(receiver_->decode_seconds());
       *reply_->mutable_stats() = std::move(merged);
+      if (metrics_ != nullptr) metrics_->AddTokens(0, reply_->stats().generated_tokens());
     }
-    Finish(status);  // `this` may be deleted from here on
+    // The consumer has returned: its copy of the cache is gone, and ours was moved into it.
+    hold_.reset();
+    Done(status, {{"wire_bytes", stats.wire_bytes()},
+                  {"raw_bytes", stats.raw_bytes()},
+                  {"kept_ratio", stats.kept_fraction()},
+                  {"layers", stats.num_layers()},
+                  {"tokens", stats.num_tokens()},
+                  {"transfer_seconds", transfer_seconds},
+                  {"rebuild_seconds", receiver_->decode_seconds()},
+                  {"decode_seconds", decode_seconds},
+                  {"generated_tokens", status.ok() ? reply_->stats().generated_tokens() : 0}});
+    // `this` may be deleted from here on.
     service->ConsumerDone();
   }
 
-  void Fail(const absl::Status& status) { Finish(ToGrpcStatus(status)); }
+  void Fail(const absl::Status& status) {
+    Done(ToGrpcStatus(status), {{"bytes_received", receiver_ ? receiver_->bytes_received() : 0}});
+  }
+
+  // Counts and logs the call's outcome, then finishes it (after which `this` may be deleted).
+  void Done(const grpc::Status& status, nlohmann::json fields) {
+    const auto code = static_cast<absl::StatusCode>(status.error_code());
+    if (metrics_ != nullptr) metrics_->CountRequest(code);
+    stream_.Release();
+    hold_.reset();
+    fields["role"] = "decode";
+    fields["request_id"] = request_id_;
+    fields["preset"] = preset_;
+    fields["code"] = absl::StatusCodeToString(code);
+    if (!status.ok()) fields["message"] = status.error_message();
+    metrics::LogEvent(status.ok() ? metrics::LogLevel::kInfo : metrics::LogLevel::kWarning,
+                      "upload_done", fields);
+    Finish(status);
+  }
 
   DecodeNodeService* const service_;
   grpc::CallbackServerContext* const context_;
@@ -167,6 +251,12 @@ class DecodeNodeService::Reactor final : public grpc::ServerReadReactor<kvwire::
   std::optional<FrameReceiver> receiver_;
   std::vector<kvcodec::DecodedLayer> layers_;
   Clock::time_point started_;
+  metrics::NodeMetrics* const metrics_;
+  std::string request_id_;  // from x-request-id, else the upload header's
+  const std::string preset_;
+  metrics::NodeMetrics::Scoped stream_;
+  std::optional<metrics::NodeMetrics::CacheHold> hold_;
+  uint64_t held_bytes_ = 0;
 };
 
 DecodeNodeService::DecodeNodeService(DecodeServiceOptions options) : options_(std::move(options)) {}
@@ -194,13 +284,15 @@ grpc::ServerReadReactor<kvwire::v1::CacheUpload>* DecodeNodeService::Generate(
 absl::Status SendFrame(kvwire::v1::DecodeNode::StubInterface& stub,
                        const kvwire::v1::UploadHeader& header, std::span<const uint8_t> frame,
                        size_t chunk_size, std::chrono::system_clock::time_point deadline,
-                       kvwire::v1::GenerateReply* reply) {
+                       kvwire::v1::GenerateReply* reply,
+                       const std::vector<std::pair<std::string, std::string>>& metadata) {
   if (chunk_size == 0 || chunk_size > kMaxSliceBytes) {
     return absl::InvalidArgumentError(
         absl::StrCat("chunk_size must be in [1, ", kMaxSliceBytes, "], got ", chunk_size));
   }
   grpc::ClientContext context;
   context.set_deadline(deadline);
+  for (const auto& [key, value] : metadata) context.AddMetadata(key, value);
   kvwire::v1::GenerateReply local_reply;
   std::unique_ptr<grpc::ClientWriterInterface<kvwire::v1::CacheUpload>> writer =
       stub.Generate(&context, &local_reply);

@@ -18,7 +18,9 @@
 #include <cstdint>
 #include <mutex>
 #include <span>
+#include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -27,8 +29,14 @@
 #include "kvcodec/kvcodec.h"
 #include "proto/kvwire.grpc.pb.h"
 #include "proto/kvwire.pb.h"
+#include "server/metrics/metrics.h"
 
 namespace kvwire::transport {
+
+// gRPC metadata the prefill node sends with an upload: the request id (metrics::
+// kRequestIdMetadata, "x-request-id") for the logs, and the name of the preset the frame was
+// encoded with, for the decode node's per-preset byte counters.
+inline constexpr char kPresetMetadata[] = "x-kvwire-preset";
 
 // Consumes a fully received and verified frame. Implementations may block (generation); they
 // run on a thread of their own. Called at most once per upload, and never for a bad upload.
@@ -47,6 +55,12 @@ struct DecodeServiceOptions {
   kvcodec::DecodeLimits limits;
   // Not owned; must outlive the service. Null: reply with the frame's statistics only.
   CacheConsumer* consumer = nullptr;
+  // Not owned; may be null. Counts calls by code, streams in flight, received bytes by preset,
+  // the transfer / rebuild / decode stages, generated tokens and the caches held.
+  metrics::NodeMetrics* metrics = nullptr;
+  // Preset names accepted as metric labels besides kvcodec's built-in ones (the node's preset
+  // files); any other x-kvwire-preset value is counted as "custom", keeping labels bounded.
+  std::set<std::string> preset_names;
 };
 
 // Fills the transport's fields of `stats` for a frame of `wire_bytes` bytes whose layers are
@@ -84,9 +98,11 @@ class DecodeNodeService final : public kvwire::v1::DecodeNode::CallbackService {
 // Client side: uploads `frame` to a DecodeNode as `header` followed by slices of at most
 // `chunk_size` bytes (1 <= chunk_size <= kMaxSliceBytes), then half-closes and waits for the
 // reply. Returns the call's status (gRPC codes carried over) and, if OK, fills `reply`.
+// `metadata` (lower-case keys) travels with the call.
 absl::Status SendFrame(kvwire::v1::DecodeNode::StubInterface& stub,
                        const kvwire::v1::UploadHeader& header, std::span<const uint8_t> frame,
                        size_t chunk_size, std::chrono::system_clock::time_point deadline,
-                       kvwire::v1::GenerateReply* reply);
+                       kvwire::v1::GenerateReply* reply,
+                       const std::vector<std::pair<std::string, std::string>>& metadata = {});
 
 }  // namespace kvwire::transport
