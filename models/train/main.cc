@@ -99,6 +99,12 @@ int main(int argc, char** argv) {
       std::cerr << "kvwire_train card: " << measured.status() << "\n";
       return 1;
     }
+    auto fixed = MeasureModel(FixedCheckOptions(card_options.model_dir));
+    if (!fixed.ok()) {
+      std::cerr << "kvwire_train card: " << fixed.status() << "\n";
+      return 1;
+    }
+    (*measured)["fixed_check"] = (*fixed)["accuracy"];
     auto text = RenderModelCard(card_options.model_dir, card_name, *measured);
     if (!text.ok()) {
       std::cerr << "kvwire_train card: " << text.status() << "\n";

@@ -30,6 +30,16 @@ struct Attention {
 
 }  // namespace
 
+CardOptions FixedCheckOptions(const std::string& model_dir) {
+  return CardOptions{.model_dir = model_dir,
+                     .tasks = {tasks::TaskType::kPasskey, tasks::TaskType::kMultiKey},
+                     .lengths = {512},
+                     .depths = {0.0, 0.5, 1.0},
+                     .examples = 2,
+                     .seed = 4242,
+                     .threads = 1};
+}
+
 absl::StatusOr<nlohmann::json> MeasureModel(const CardOptions& o) {
   const auto start = std::chrono::steady_clock::now();
   auto model = nodes::NodeModel::Load({.model_dir = o.model_dir, .threads = o.threads});

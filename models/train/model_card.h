@@ -29,6 +29,11 @@ struct CardOptions {
   int recent_tokens = 32;
 };
 
+// The small fixed held-out set the test suite re-measures each shipped checkpoint on
+// (models/train/bundled_models_test.cc): passkey and multikey at 512 words, three depths, two
+// examples each. The card records its result as "fixed_check".
+CardOptions FixedCheckOptions(const std::string& model_dir);
+
 // {"accuracy": {task: {length: {depth: [correct, total]}}}, "attention": {...}, "elapsed_s"}.
 absl::StatusOr<nlohmann::json> MeasureModel(const CardOptions& options);
 
