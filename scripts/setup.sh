@@ -15,6 +15,7 @@ PACKAGES=(
   libpcre2-dev libicu-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libre2-dev prometheus-cpp-dev
   clang-14 libclang-rt-14-dev
   nodejs npm
+  prometheus kubernetes-client
 )
 
 missing=()
@@ -24,6 +25,12 @@ done
 # nodejs/npm may come from outside Debian's packages on some images; a working node is enough.
 if command -v node >/dev/null && command -v npm >/dev/null; then
   filtered=(); for p in "${missing[@]}"; do [[ $p == nodejs || $p == npm ]] || filtered+=("$p"); done
+  missing=("${filtered[@]+"${filtered[@]}"}")
+fi
+# Likewise any kubectl with `kubectl kustomize` (tests/deploy renders the manifests with it);
+# another kubectl package would also clash with kubernetes-client over /usr/bin/kubectl.
+if command -v kubectl >/dev/null && kubectl kustomize --help >/dev/null 2>&1; then
+  filtered=(); for p in "${missing[@]}"; do [[ $p == kubernetes-client ]] || filtered+=("$p"); done
   missing=("${filtered[@]+"${filtered[@]}"}")
 fi
 if ((${#missing[@]})); then
