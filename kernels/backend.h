@@ -28,6 +28,8 @@ class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string_view name() const = 0;
+  // The cudaStream_t the CUDA backend launches on (for timing with CUDA events); null otherwise.
+  virtual void* cuda_stream() const { return nullptr; }
 
   virtual absl::StatusOr<void*> Allocate(size_t bytes) = 0;
   virtual void Free(void* p) = 0;
@@ -41,12 +43,14 @@ class Backend {
   virtual absl::Status CopyRows(const CopyRowsArgs& a) = 0;
   virtual absl::Status TokenRows(const TokenRowsArgs& a, uint64_t scratch_bytes,
                                  int warps_per_block) = 0;
+  virtual absl::Status TokenRowsFast(const TokenRowsArgs& a) = 0;  // fast_ops.h; a.num_items rows
   virtual absl::Status ChannelReduce(const ChannelArgs& a) = 0;   // into a.partial
   virtual absl::Status ChannelFinish(const ChannelArgs& a) = 0;   // params and a.quant
   virtual absl::Status ChannelCodes(const ChannelArgs& a) = 0;    // packed main codes
   virtual absl::Status ChannelChains(const ChannelArgs& a) = 0;   // params and a.unpacked
   virtual absl::Status Pack(const PackArgs& a) = 0;
   virtual absl::Status DequantRows(const DequantArgs& a) = 0;
+  virtual absl::Status DequantRowsFast(const DequantArgs& a) = 0;  // fast_ops.h; a.num_items rows
   virtual absl::Status DequantChains(const DequantArgs& a) = 0;   // a.num_items chains
   virtual absl::Status RansDecode(const RansDecodeArgs& a) = 0;
 };

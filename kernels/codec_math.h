@@ -63,6 +63,14 @@ KVW_HD float Div(float a, float b) {
 #endif
 }
 
+KVW_HD int Popcount(uint32_t v) {
+#if defined(__CUDA_ARCH__)
+  return __popc(v);
+#else
+  return __builtin_popcount(v);
+#endif
+}
+
 // std::min / std::max exactly as the C++ library defines them (ties and NaN keep `a`).
 KVW_HD float StdMin(float a, float b) { return b < a ? b : a; }
 KVW_HD float StdMax(float a, float b) { return a < b ? b : a; }

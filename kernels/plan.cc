@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/fast_ops.h"
 #include "kvcodec/quant.h"
 #include "kvcodec/section.h"
 
@@ -114,6 +115,9 @@ absl::StatusOr<SectionPlan> PlanSection(const kvcodec::QuantSpec& spec,
                                                  " needs more shared memory than a block has"));
   }
   p.warps_per_block = static_cast<int>(std::clamp<uint64_t>(kMaxBlockScratch / p.row_scratch_bytes, 1, 4));
+  p.fast_quantize = !has_delta && spec.axis == kvcodec::QuantAxis::kPerToken &&
+                    FastRowsEligible(head_dim, bits, tg);
+  p.fast_dequantize = !has_delta && FastRowsEligible(head_dim, bits, tg);
   p.decode_chains = delta.mode == kvcodec::DeltaMode::kSequential ||
                     delta.mode == kvcodec::DeltaMode::kGroupedSequential;
   return p;

@@ -46,6 +46,10 @@ struct SectionPlan {
 
   // Decoding: chains (kSeq, kGroupedSeq) or independent rows.
   bool decode_chains = false;
+
+  // The fast paths of kernels/fast_ops.h (no delta, whole-word lanes).
+  bool fast_quantize = false;
+  bool fast_dequantize = false;
 };
 
 // Shared memory a TokenRows block may use.

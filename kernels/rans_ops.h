@@ -11,6 +11,7 @@
 
 #include <cstdint>
 
+#include "kernels/codec_math.h"
 #include "kernels/layout.h"
 
 namespace kvwire::gpu {
@@ -100,21 +101,68 @@ KVW_HD void RansDecodeSerialItem(const RansDecodeArgs& a, int64_t i) {
   a.status[i] = RansFinish(s, pos, x);
 }
 
+// Where the 8 lanes of a step write, walked incrementally (no division per step): in the
+// blocked rows all 8 symbols of a step are rows r .. r + 7 of one column of one block (column
+// runs are multiples of 8 long); after them, plain order.
+struct RansCursor {
+  uint64_t k0;      // coded position of lane 0
+  uint64_t block;   // blocked part: block index, rows in the block, column, lane 0's row
+  uint64_t rows;
+  uint64_t r;
+  uint32_t col;     // plain part: column of lane 0
+  bool blocked;
+};
+
+KVW_HD RansCursor RansCursorStart(const RansStreamDesc& s) {
+  RansCursor c{};
+  c.blocked = s.blocked_rows > 0;
+  c.rows = s.blocked_rows < kRansBlockRows ? s.blocked_rows : kRansBlockRows;
+  return c;
+}
+// Output index and column of lane j's symbol.
+KVW_HD uint64_t RansCursorLane(const RansStreamDesc& s, const RansCursor& c, int j, uint32_t* col) {
+  if (c.blocked) {
+    *col = c.col;
+    return (c.block * kRansBlockRows + c.r + j) * s.row_len + c.col;
+  }
+  *col = (c.col + static_cast<uint32_t>(j)) % s.row_len;
+  return c.k0 + j;
+}
+KVW_HD void RansCursorNext(const RansStreamDesc& s, RansCursor& c) {
+  c.k0 += kRansMaxLanes;
+  if (!c.blocked) {
+    c.col = (c.col + kRansMaxLanes) % s.row_len;
+    return;
+  }
+  c.r += kRansMaxLanes;
+  if (c.r < c.rows) return;
+  c.r = 0;
+  if (++c.col < s.row_len) return;
+  c.col = 0;
+  ++c.block;
+  if (c.block * kRansBlockRows >= s.blocked_rows) {
+    c.blocked = false;  // the plain part starts at a row boundary: column 0
+  } else {
+    const uint64_t left = s.blocked_rows - c.block * kRansBlockRows;
+    c.rows = left < kRansBlockRows ? left : kRansBlockRows;
+  }
+}
+
 // One step of an 8-lane stream for lane j, split in the two halves around the ballot:
-// RansLaneDecode decodes coded position k0 + j and says whether the lane needs a word;
+// RansLaneDecode decodes lane j's symbol of the step and says whether the lane needs a word;
 // RansLaneRefill reads it, given the mask of lanes that need one. Returns false if the stream
 // ran out.
-KVW_HD bool RansLaneDecode(const RansDecodeArgs& a, const RansStreamDesc& s, uint8_t* out,
-                           uint64_t k0, int j, uint32_t& x) {
+KVW_HD bool RansLaneDecode(const RansDecodeArgs& a, const RansStreamDesc& s, const RansCursor& c,
+                           uint8_t* out, int j, uint32_t& x) {
   uint32_t col;
-  const uint64_t o = RansOutIndex(s, k0 + j, &col);
+  const uint64_t o = RansCursorLane(s, c, j, &col);
   out[o] = RansStep(RansTableOf(a, s, col), x);
   return x < kRansStateLow;
 }
 KVW_HD bool RansLaneRefill(const RansDecodeArgs& a, const RansStreamDesc& s, uint64_t pos,
                            uint32_t mask, int j, uint32_t& x) {
   if (!((mask >> j) & 1u)) return true;
-  const uint64_t w = pos + __builtin_popcount(mask & ((1u << j) - 1));
+  const uint64_t w = pos + Popcount(mask & ((1u << j) - 1));
   if (w >= s.words_count) return false;
   x = x << 16 | RansWord(a, s, w);
   return true;

@@ -219,11 +219,12 @@ void RansDecodeItemsOnHost(const RansDecodeArgs& a) {
     uint64_t pos = 0;
     uint8_t* o = a.out + s.out_offset;
     uint32_t status = kRansOk;
-    for (uint64_t k0 = 0; k0 < s.num_symbols && status == kRansOk; k0 += kRansMaxLanes) {
-      const int active = static_cast<int>(std::min<uint64_t>(kRansMaxLanes, s.num_symbols - k0));
+    RansCursor cursor = RansCursorStart(s);
+    for (; cursor.k0 < s.num_symbols && status == kRansOk; RansCursorNext(s, cursor)) {
+      const int active = static_cast<int>(std::min<uint64_t>(kRansMaxLanes, s.num_symbols - cursor.k0));
       uint32_t mask = 0;
       for (int j = 0; j < active; ++j) {
-        mask |= static_cast<uint32_t>(RansLaneDecode(a, s, o, k0, j, x[j])) << j;
+        mask |= static_cast<uint32_t>(RansLaneDecode(a, s, cursor, o, j, x[j])) << j;
       }
       for (int j = 0; j < active; ++j) {
         if (!RansLaneRefill(a, s, pos, mask, j, x[j])) status = kRansRanOut;

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/backend.h"
+#include "kernels/fast_ops.h"
 #include "kernels/rans_plan.h"
 
 namespace kvwire::gpu {
@@ -57,6 +58,27 @@ class ReferenceBackend final : public Backend {
     for (int64_t i = 0; i < a.num_items; ++i) TokenRowsItem(SerialLanes{}, a, i, s);
     return absl::OkStatus();
   }
+  absl::Status TokenRowsFast(const TokenRowsArgs& a) override {
+    // Per row: phase A on every lane, the group merges, phase B on every lane.
+    const int lanes = a.g.head_dim / kFastElems, group = FastGroupLanes(a.g.token_group);
+    std::vector<float> x(static_cast<size_t>(lanes) * kFastElems);
+    std::vector<MinMax> partial(lanes);
+    for (int64_t row = 0; row < a.num_items; ++row) {
+      for (int j = 0; j < lanes; ++j) {
+        partial[j] = FastQuantizeLoad(a, row, j * kFastElems, x.data() + j * kFastElems);
+      }
+      for (int j0 = 0; j0 < lanes; j0 += group) {
+        MinMax m = EmptyMinMax();
+        for (int j = j0; j < j0 + group; ++j) m = MergeMinMax(m, partial[j]);
+        for (int j = j0; j < j0 + group; ++j) {
+          WithFastBits(a.g.bits, [&](auto bits) {
+            FastQuantizeStore<bits()>(a, row, j * kFastElems, x.data() + j * kFastElems, m);
+          });
+        }
+      }
+    }
+    return absl::OkStatus();
+  }
   absl::Status ChannelReduce(const ChannelArgs& a) override {
     const int d = a.g.head_dim;
     for (int64_t qg = 0; qg < a.num_qgroups; ++qg) {
@@ -90,6 +112,13 @@ class ReferenceBackend final : public Backend {
   }
   absl::Status DequantRows(const DequantArgs& a) override {
     for (int64_t i = 0; i < a.num_items; ++i) DequantRowsItem(a, i, 0, a.g.head_dim);
+    return absl::OkStatus();
+  }
+  absl::Status DequantRowsFast(const DequantArgs& a) override {
+    const uint64_t lanes = static_cast<uint64_t>(a.num_items) * (a.g.head_dim / kFastElems);
+    WithFastBits(a.g.bits, [&](auto bits) {
+      for (uint64_t i = 0; i < lanes; ++i) FastDequantItem<bits()>(a, i);
+    });
     return absl::OkStatus();
   }
   absl::Status DequantChains(const DequantArgs& a) override {

@@ -108,7 +108,9 @@ absl::Status SectionCodec::Encode(const SectionPlan& plan, const void* src, kvco
   t.ref_recon = static_cast<float*>(*ref_recon);
   t.error = err;
 
-  if (plan.encode_path == EncodePath::kTokenRows) {
+  if (plan.fast_quantize) {
+    KVW_RETURN_IF_ERROR(backend_.TokenRowsFast(t));
+  } else if (plan.encode_path == EncodePath::kTokenRows) {
     KVW_RETURN_IF_ERROR(backend_.Zero(out.main_codes, plan.main_code_alloc));
     KVW_RETURN_IF_ERROR(backend_.TokenRows(t, plan.row_scratch_bytes, plan.warps_per_block));
   } else {
@@ -182,7 +184,7 @@ absl::Status SectionCodec::Decode(const SectionPlan& plan, const SectionStreams&
   if (plan.delta.mode == kvcodec::DeltaMode::kNone) {
     a.kind = kMainRows;
     a.num_items = plan.main_rows;
-    return backend_.DequantRows(a);
+    return plan.fast_dequantize ? backend_.DequantRowsFast(a) : backend_.DequantRows(a);
   }
   a.kind = kRefRows;
   a.num_items = plan.ref_rows;
