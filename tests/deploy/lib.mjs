@@ -19,6 +19,9 @@ export function npmRequire(name) {
   }
   return createRequire(path.join(NPM_DIR, 'package.json'))(name);
 }
+export function npmResolve(name) {
+  return createRequire(path.join(NPM_DIR, 'package.json')).resolve(name);
+}
 export const YAML = npmRequire('yaml');
 
 export function readYaml(file) {
