@@ -11,6 +11,8 @@
 #include "bench/engine_bench.h"
 #endif
 #if KVWIRE_HAVE_NODES
+#include "client/calibrate_cmd.h"
+#include "client/eval_cmd.h"
 #include "client/generate_cmd.h"
 #include "client/serve_cmd.h"
 #include "bench/transfer_bench.h"
@@ -90,6 +92,10 @@ int main(int argc, char** argv) {
   auto* generate = kvwire::cli::AddGenerateCommand(app, generate_opts);
   kvwire::cli::HealthOptions health_opts;
   auto* health = kvwire::cli::AddHealthCommand(app, health_opts);
+  kvwire::cli::EvalOptions eval_opts;
+  auto* eval = kvwire::cli::AddEvalCommand(app, eval_opts);
+  kvwire::cli::CalibrateOptions calibrate_opts;
+  auto* calibrate = kvwire::cli::AddCalibrateCommand(app, calibrate_opts);
 #endif
 
   try {
@@ -108,6 +114,8 @@ int main(int argc, char** argv) {
   if (*serve) return kvwire::cli::RunServe(serve_opts);
   if (*generate) return kvwire::cli::RunGenerate(generate_opts);
   if (*health) return kvwire::cli::RunHealth(health_opts);
+  if (*eval) return kvwire::cli::RunEval(eval_opts);
+  if (*calibrate) return kvwire::cli::RunCalibrate(calibrate_opts);
 #endif
   return 2;
 }

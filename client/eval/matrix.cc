@@ -144,6 +144,10 @@ absl::StatusOr<std::vector<EvalConfig>> NamedMatrix(std::string_view name, const
                               {"per-channel g64", "/channel/g64"}};
     for (const char* bits : {"int8", "int4", "int3", "int2"}) {
       for (const Axis& a : kAxes) {
+        // Per-token groups split a head's channels; skip sizes the head does not divide into.
+        const std::string_view option = a.option;
+        if (option == "/g32" && shape.head_dim % 32 != 0) continue;
+        if (option == "/g64" && shape.head_dim % 64 != 0) continue;
         b.Add(absl::StrCat(bits, absl::StrReplaceAll(a.option, {{"/", "-"}})),
               absl::StrCat("plan=*:", bits, a.option), absl::AsciiStrToUpper(bits), a.column);
       }
@@ -152,7 +156,7 @@ absl::StatusOr<std::vector<EvalConfig>> NamedMatrix(std::string_view name, const
   } else if (name == "layers" || name == "layers:int4" || name == "layers:int2") {
     if (shape.num_layers <= 0) return absl::InvalidArgumentError("the layers matrix needs the model's layer count");
     const std::string bits = name == "layers:int2" ? "int2" : "int4";
-    const std::string spec = bits == "int2" ? "int2/g32" : "int4";
+    const std::string spec = bits == "int2" && shape.head_dim % 32 == 0 ? "int2/g32" : bits;
     b.Add(absl::StrCat("all-", bits), absl::StrCat("plan=*:", spec));
     for (int l = 0; l < shape.num_layers; ++l) {
       b.Add(absl::StrCat(bits, "-only-L", l), absl::StrCat("plan=*:raw,", l, ":", spec),
@@ -277,8 +281,9 @@ absl::StatusOr<LayerSensitivity> AnalyzeLayers(const EvalSummary& summary, int n
     if (s.bottlenecks.empty()) s.bottlenecks.push_back(order[0]);
     std::sort(s.bottlenecks.begin(), s.bottlenecks.end());
   }
-  const std::string spec = s.bits == "int2" ? "int2/g32" : "int4";
-  s.proposed_plan = absl::StrCat("*:", spec);
+  // The sweep's own all-layers plan (e.g. "*:int2/g32"), with the bottlenecks raw.
+  auto base = kvcodec::CodecConfig::Parse(all->label.codec);
+  s.proposed_plan = base.ok() ? base->bit_plan : absl::StrCat("*:", s.bits);
   for (int l : s.bottlenecks) absl::StrAppend(&s.proposed_plan, ",", l, ":raw");
   return s;
 }

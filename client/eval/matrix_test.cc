@@ -113,6 +113,7 @@ EvalSummary LayersSummary(const std::vector<double>& alone, const std::vector<do
   auto add = [&](const std::string& name, double agreement) {
     ConfigSummary c;
     c.label.name = name;
+    if (name == "all-int4") c.label.codec = "plan=*:int4";
     c.examples = 1;
     c.score = std::nan("");  // a fidelity-only run: no task scores
     c.fidelity.steps = 1000;
@@ -137,10 +138,10 @@ TEST(LayerSensitivityTest, NamesTheBottleneckLikeSeed003) {
   EXPECT_EQ(r->bits, "int4");
   EXPECT_NEAR(r->total_loss, 0.23, 1e-9);
   EXPECT_EQ(r->bottlenecks, std::vector<int>{0});
-  EXPECT_EQ(r->proposed_plan, "*:int4,0:raw");
+  EXPECT_EQ(r->proposed_plan, "*:int4/token,0:raw");
   const std::string md = LayerSensitivityTable(*r);
   EXPECT_THAT(md, HasSubstr("| **0** |"));
-  EXPECT_THAT(md, HasSubstr("`*:int4,0:raw`"));
+  EXPECT_THAT(md, HasSubstr("`*:int4/token,0:raw`"));
 }
 
 TEST(LayerSensitivityTest, NoLossNoBottleneckAndMissingRuns) {
@@ -148,7 +149,7 @@ TEST(LayerSensitivityTest, NoLossNoBottleneckAndMissingRuns) {
   auto r = AnalyzeLayers(flat, 2, Quality::kAgreement);
   ASSERT_TRUE(r.ok());
   EXPECT_TRUE(r->bottlenecks.empty());
-  EXPECT_EQ(r->proposed_plan, "*:int4");
+  EXPECT_EQ(r->proposed_plan, "*:int4/token");
   EXPECT_EQ(AnalyzeLayers(flat, 3, Quality::kAgreement).status().code(),
             absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(AnalyzeLayers(flat, 2, Quality::kTaskScore).status().code(),

@@ -249,7 +249,9 @@ std::string FormatTable(const EvalSummary& summary) {
   }
   out += absl::StrCat("* = on the Pareto front of ", std::string(QualityName(summary.quality)),
                       " against bytes per request");
-  if (!summary.reference.empty()) out += absl::StrCat("; %full relative to \"", summary.reference, "\"");
+  if (scores && !summary.reference.empty()) {
+    out += absl::StrCat("; %full relative to \"", summary.reference, "\"");
+  }
   bool ppl = false;
   for (const ConfigSummary& c : summary.configs) ppl = ppl || c.fidelity.nll_tokens > 0;
   if (ppl) {

@@ -1,0 +1,388 @@
+#include "client/eval_cmd.h"
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "client/eval/matrix.h"
+#include "client/eval/plot.h"
+#include "client/eval/progress.h"
+#include "client/eval/records.h"
+#include "client/eval/runner.h"
+#include "client/eval/scoring.h"
+#include "client/eval/tasks.h"
+#include "nlohmann/json.hpp"
+#include "server/nodes/model.h"
+
+namespace kvwire::cli {
+namespace {
+
+using json = nlohmann::json;
+
+absl::StatusOr<std::string> ReadInput(const std::string& path) {
+  std::ostringstream text;
+  if (path == "-") {
+    text << std::cin.rdbuf();
+    return text.str();
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
+  text << in.rdbuf();
+  return text.str();
+}
+
+std::string Fnv64(const std::string& s) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return absl::StrFormat("%016x", h);
+}
+
+absl::Status WriteFile(const std::string& path, const std::string& content) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << content;
+    if (!out) return absl::PermissionDeniedError(absl::StrCat("cannot write ", tmp));
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot rename ", tmp, ": ", ec.message()));
+  return absl::OkStatus();
+}
+
+absl::Status ValidateOptions(const EvalOptions& o) {
+  if (o.tasks_path.empty() == o.text_path.empty()) {
+    return absl::InvalidArgumentError("give exactly one of --tasks FILE and --text FILE|-");
+  }
+  if (!o.quality.empty()) {
+    auto q = eval::ParseQuality(o.quality);
+    if (!q.ok()) return q.status();
+    if (*q == eval::Quality::kTaskScore && o.tasks_path.empty()) {
+      return absl::InvalidArgumentError("--quality task_score needs --tasks");
+    }
+    if (*q != eval::Quality::kTaskScore && o.fidelity_tokens == 0) {
+      return absl::InvalidArgumentError("--quality agreement/kl needs --fidelity-tokens > 0");
+    }
+  }
+  if (!o.tasks_path.empty()) {
+    if (auto f = eval::ParseTaskFormat(o.format); !f.ok()) return f.status();
+  }
+  return absl::OkStatus();
+}
+
+// The run's configurations: --config specs, --configs-file, --matrix names (in that order),
+// duplicates dropped, with a lossless reference first.
+absl::StatusOr<std::vector<eval::EvalConfig>> BuildConfigs(const EvalOptions& o, const eval::ModelShape& shape,
+                                                           std::string* reference) {
+  std::vector<eval::EvalConfig> all;
+  for (const std::string& spec : o.configs) {
+    auto c = eval::ParseConfigSpec(spec);
+    if (!c.ok()) return c.status();
+    all.push_back(*std::move(c));
+  }
+  if (!o.configs_file.empty()) {
+    auto f = eval::ReadConfigFile(o.configs_file);
+    if (!f.ok()) return f.status();
+    all.insert(all.end(), f->begin(), f->end());
+  }
+  std::vector<std::string> matrices = o.matrices;
+  if (all.empty() && matrices.empty()) matrices.push_back("bits");
+  for (const std::string& m : matrices) {
+    auto configs = eval::NamedMatrix(m, shape);
+    if (!configs.ok()) return configs.status();
+    all.insert(all.end(), configs->begin(), configs->end());
+  }
+  std::vector<eval::EvalConfig> out;
+  std::map<std::string, std::string> seen;  // label -> codec
+  for (eval::EvalConfig& c : all) {
+    auto it = seen.find(c.label.name);
+    if (it != seen.end()) {
+      if (it->second != c.label.codec) {
+        return absl::InvalidArgumentError(absl::StrCat("configuration label \"", c.label.name,
+                                                       "\" names two codecs: ", it->second, " and ", c.label.codec));
+      }
+      continue;
+    }
+    seen[c.label.name] = c.label.codec;
+    out.push_back(std::move(c));
+  }
+  for (const eval::EvalConfig& c : out) {
+    if (eval::IsLossless(c.codec, shape.num_layers)) {
+      *reference = c.label.name;
+      return out;
+    }
+  }
+  auto full = eval::ParseConfigSpec(seen.contains("full") ? "full-reference=plan=*:raw" : "full=plan=*:raw");
+  if (!full.ok()) return full.status();
+  *reference = full->label.name;
+  out.insert(out.begin(), *std::move(full));
+  return out;
+}
+
+std::string Settings(const EvalOptions& o) {
+  std::string s = absl::StrCat("dtype=", o.dtype, ";fidelity_tokens=", o.fidelity_tokens,
+                               ";max_new_tokens=", o.max_new_tokens, ";attention=", !o.no_attention_error,
+                               ";window=", o.observation_window);
+  if (!o.text_path.empty()) {
+    absl::StrAppend(&s, ";context=", o.context_tokens, ";continuation=", o.continuation_tokens,
+                    ";samples=", o.samples);
+  } else {
+    absl::StrAppend(&s, ";format=", o.format, ";task=", o.default_task, ";limit=", o.limit);
+  }
+  return s;
+}
+
+bool HasLayersMatrix(const EvalOptions& o) {
+  for (const std::string& m : o.matrices) {
+    if (m.rfind("layers", 0) == 0) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+CLI::App* AddEvalCommand(CLI::App& app, EvalOptions& o) {
+  auto* cmd = app.add_subcommand(
+      "eval",
+      "Run a task file or plain text through codec configurations on a model (in process): task score, "
+      "bytes, time and fidelity to the full cache (agreement, KL, perplexity, attention and K/V error)");
+  AddEvalOptions(cmd, o)->required();
+  return cmd;
+}
+
+CLI::Option* AddEvalOptions(CLI::App* cmd, EvalOptions& o) {
+  auto* model = cmd->add_option("--model", o.model_dir, "Hugging Face model directory")->check(CLI::ExistingDirectory);
+  cmd->add_option("--tokenizer", o.tokenizer_path, "tokenizer.json (default: the model's)")->check(CLI::ExistingFile);
+  cmd->add_option("--dtype", o.dtype, "Engine dtype")->capture_default_str()->check(CLI::IsMember({"float32", "bfloat16"}));
+  cmd->add_option("--threads", o.threads, "Torch threads; 0 = all cores")->capture_default_str()->check(CLI::Range(0, 1024));
+  cmd->add_option("--device", o.device, "cpu, cuda or cuda:N")->capture_default_str();
+  auto* tasks = cmd->add_option("--tasks", o.tasks_path, "Task file (JSONL; SQuAD JSON)")->check(CLI::ExistingFile);
+  auto* text = cmd->add_option("--text", o.text_path, "Plain text file, or - for stdin (fidelity only)");
+  tasks->excludes(text);
+  cmd->add_option("--format", o.format, "Task file layout")->capture_default_str()->check(
+      CLI::IsMember({"kvwire", "longbench", "squad", "ruler"}));
+  cmd->add_option("--task", o.default_task, "Task name for records without one (RULER files)");
+  cmd->add_option("--limit", o.limit, "Use only the first N examples; 0 = all")->capture_default_str()->check(CLI::NonNegativeNumber);
+  cmd->add_option("--context-tokens", o.context_tokens, "Text: context tokens per sample")->capture_default_str()->check(CLI::Range(2, 1 << 22));
+  cmd->add_option("--continuation", o.continuation_tokens, "Text: held-out continuation tokens per sample (perplexity)")->capture_default_str()->check(CLI::Range(1, 1 << 16));
+  cmd->add_option("--samples", o.samples, "Text: most samples cut from the text; 0 = as many as fit")->capture_default_str()->check(CLI::NonNegativeNumber);
+  cmd->add_option("--config", o.configs,
+                  "Codec configuration (repeatable): a preset, config text, or LABEL=preset|text");
+  cmd->add_option("--configs-file", o.configs_file, "File of configurations, one per line ('#' comments)")->check(CLI::ExistingFile);
+  cmd->add_option("--matrix", o.matrices,
+                  "Named matrix (repeatable): selection, budgets, quant, layers[:int2], delta, svd, pipelines, bits, presets");
+  cmd->add_option("--max-new-tokens", o.max_new_tokens, "Tokens generated per task example; 0 = the task's default")->capture_default_str()->check(CLI::NonNegativeNumber);
+  cmd->add_option("--fidelity-tokens", o.fidelity_tokens, "Teacher-forced tokens compared with the full cache per example; 0 = off")->capture_default_str()->check(CLI::Range(0, 1 << 16));
+  cmd->add_flag("--no-attention-error", o.no_attention_error, "Skip the attention-output error at the observation window");
+  cmd->add_option("--window", o.observation_window, "Observation window (queries) of the attention error")->capture_default_str()->check(CLI::Range(1, 1 << 16));
+  cmd->add_option("--quality", o.quality, "What the plot, Pareto front and ladder rank by: task_score, agreement or kl");
+  cmd->add_option("--out", o.out_prefix,
+                  "Write PREFIX.jsonl (record log; an existing one is resumed), .csv, .json, .svg and .md");
+  cmd->add_flag("--overwrite", o.overwrite, "Start over instead of resuming PREFIX.jsonl");
+  cmd->add_flag("--json", o.json, "Print the JSON summary instead of the table");
+  cmd->add_flag("--no-progress", o.no_progress, "No progress bar (it is only drawn on a terminal anyway)");
+  cmd->add_option("--title", o.title, "Title of the plot and tables");
+  return model;
+}
+
+absl::StatusOr<EvalRun> RunEvalJob(const EvalOptions& o) {
+  if (absl::Status s = ValidateOptions(o); !s.ok()) return s;
+  nodes::ModelOptions mo;
+  mo.model_dir = o.model_dir;
+  mo.tokenizer_path = o.tokenizer_path;
+  mo.dtype = o.dtype;
+  mo.threads = o.threads;
+  mo.device = o.device;
+  auto model = nodes::NodeModel::Load(mo);
+  if (!model.ok()) return model.status();
+  const modelio::ModelConfig& mc = (*model)->engine->config();
+  const eval::ModelShape shape{static_cast<int>(mc.num_hidden_layers), static_cast<int>(mc.head_dim)};
+
+  std::string reference;
+  auto configs = BuildConfigs(o, shape, &reference);
+  if (!configs.ok()) return configs.status();
+
+  // Input.
+  std::vector<eval::TaskExample> examples;
+  std::vector<eval::TextSample> samples;
+  std::string source;
+  if (!o.tasks_path.empty()) {
+    auto format = eval::ParseTaskFormat(o.format);
+    eval::LoadOptions lo;
+    lo.default_task = o.default_task;
+    auto loaded = eval::LoadJsonlFile(o.tasks_path, *format, lo);
+    if (!loaded.ok()) return loaded.status();
+    examples = *std::move(loaded);
+    if (o.limit > 0 && static_cast<int>(examples.size()) > o.limit) examples.resize(o.limit);
+    if (examples.empty()) return absl::InvalidArgumentError(absl::StrCat(o.tasks_path, ": no examples"));
+    for (const eval::TaskExample& ex : examples) {
+      if (auto spec = eval::FindTask(ex.task); !spec.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(o.tasks_path, ": example ", ex.id, ": ", spec.status().message()));
+      }
+    }
+    auto content = ReadInput(o.tasks_path);
+    if (!content.ok()) return content.status();
+    source = absl::StrCat(o.tasks_path, "@", Fnv64(*content));
+  } else {
+    auto content = ReadInput(o.text_path);
+    if (!content.ok()) return content.status();
+    auto ids = (*model)->tokenizer->Encode(*content, /*parse_special=*/false);
+    if (!ids.ok()) return absl::InvalidArgumentError(absl::StrCat(o.text_path, ": ", ids.status().message()));
+    const tokenizer::GenerationTokens& gen = (*model)->generation_tokens;
+    std::optional<int32_t> bos;
+    if (gen.add_bos_token && gen.bos_token_id) bos = *gen.bos_token_id;
+    const std::string name = o.text_path == "-" ? "stdin" : std::filesystem::path(o.text_path).filename().string();
+    auto cut = eval::CutText(*ids, o.context_tokens, o.continuation_tokens, o.samples, bos, name);
+    if (!cut.ok()) return cut.status();
+    samples = *std::move(cut);
+    source = absl::StrCat(o.text_path == "-" ? "stdin" : o.text_path, "@", Fnv64(*content));
+  }
+
+  // Record log (resumable) or memory.
+  eval::RunMeta meta{(*model)->fingerprint, source, Settings(o)};
+  std::unique_ptr<eval::RecordLog> log;
+  std::vector<eval::EvalRecord> memory;
+  if (!o.out_prefix.empty()) {
+    const std::filesystem::path parent = std::filesystem::path(o.out_prefix).parent_path();
+    if (!parent.empty()) std::filesystem::create_directories(parent);
+    auto opened = eval::RecordLog::Open(o.out_prefix + ".jsonl", meta, o.overwrite);
+    if (!opened.ok()) return opened.status();
+    log = *std::move(opened);
+  }
+  const std::vector<eval::EvalRecord>& records = log ? log->records() : memory;
+
+  const int64_t items = static_cast<int64_t>(examples.empty() ? samples.size() : examples.size());
+  const int64_t total = items * static_cast<int64_t>(configs->size());
+  int64_t done = 0;
+  auto example_ids = [&]() {
+    std::vector<std::string> ids;
+    for (const auto& e : examples) ids.push_back(e.id);
+    for (const auto& s : samples) ids.push_back(s.id);
+    return ids;
+  };
+  if (log) {
+    for (const std::string& id : example_ids()) {
+      for (const eval::EvalConfig& c : *configs) done += log->Has(c.label.name, c.label.codec, id) ? 1 : 0;
+    }
+    if (done > 0) std::fprintf(stderr, "kvwire eval: resuming %s: %lld of %lld results already there\n",
+                               (o.out_prefix + ".jsonl").c_str(), static_cast<long long>(done),
+                               static_cast<long long>(total));
+  }
+  eval::ProgressBar bar(total, done, stderr, !o.no_progress);
+  eval::SkipFn skip = [&](const eval::EvalConfig& c, const std::string& id) {
+    return log && log->Has(c.label.name, c.label.codec, id);
+  };
+  eval::RecordSink sink = [&](eval::EvalRecord r) -> absl::Status {
+    const std::string label = absl::StrCat(r.config, " ", r.example_id);
+    if (log) {
+      if (absl::Status s = log->Append(std::move(r)); !s.ok()) return s;
+    } else {
+      memory.push_back(std::move(r));
+    }
+    bar.Advance(label);
+    return absl::OkStatus();
+  };
+  eval::RunnerOptions ro;
+  ro.max_new_tokens = o.max_new_tokens;
+  ro.fidelity_tokens = o.fidelity_tokens;
+  ro.attention_error = !o.no_attention_error;
+  ro.observation_window = o.observation_window;
+  eval::Evaluator evaluator(**model, ro);
+  for (const eval::TaskExample& ex : examples) {
+    if (absl::Status s = evaluator.RunExample(ex, *configs, skip, sink); !s.ok()) return s;
+  }
+  for (const eval::TextSample& s : samples) {
+    if (absl::Status st = evaluator.RunText(s, *configs, skip, sink); !st.ok()) return st;
+  }
+  bar.Finish();
+
+  // Summary.
+  eval::Quality quality = examples.empty() ? eval::Quality::kAgreement : eval::Quality::kTaskScore;
+  if (!o.quality.empty()) quality = *eval::ParseQuality(o.quality);
+  std::vector<eval::ConfigLabel> order;
+  for (const eval::EvalConfig& c : *configs) order.push_back(c.label);
+  EvalRun run;
+  run.summary = eval::Summarize(records, order, reference, quality);
+  run.model_fingerprint = (*model)->fingerprint;
+  run.source = source;
+  const std::string title = !o.title.empty() ? o.title
+                                             : absl::StrCat(std::filesystem::path(o.model_dir).filename().string(), ": ",
+                                                            std::filesystem::path(o.tasks_path.empty() ? o.text_path : o.tasks_path)
+                                                                .filename()
+                                                                .string());
+  json extra = {{"model", o.model_dir},
+                {"model_fingerprint", run.model_fingerprint},
+                {"source", source},
+                {"settings", meta.settings},
+                {"title", title},
+                {"examples", items}};
+  std::string markdown = eval::SeedTable(run.summary, title);
+  if (HasLayersMatrix(o)) {
+    // KL is continuous where agreement and task scores are coarse; fall back to the run's quality.
+    const eval::Quality lq = o.fidelity_tokens > 0 ? eval::Quality::kKl : quality;
+    auto layers = eval::AnalyzeLayers(run.summary, shape.num_layers, lq);
+    if (layers.ok()) {
+      extra["layer_sensitivity"] = {{"quality", std::string(eval::QualityName(lq))},
+                                    {"bits", layers->bits},
+                                    {"total_loss", layers->total_loss},
+                                    {"loss_alone", layers->loss_alone},
+                                    {"recovery", layers->recovery},
+                                    {"bottlenecks", layers->bottlenecks},
+                                    {"proposed_plan", layers->proposed_plan}};
+      markdown += absl::StrCat("\n### Layer sensitivity (", std::string(eval::QualityName(lq)), ")\n\n",
+                               eval::LayerSensitivityTable(*layers));
+    } else {
+      std::fprintf(stderr, "kvwire eval: no layer sensitivity: %s\n", std::string(layers.status().message()).c_str());
+    }
+  }
+  run.extra_json = extra.dump();
+  if (!o.out_prefix.empty()) {
+    for (const auto& [suffix, content] :
+         std::vector<std::pair<std::string, std::string>>{{".csv", eval::ToCsv(run.summary)},
+                                                          {".json", eval::ToJson(run.summary, run.extra_json)},
+                                                          {".svg", eval::PlotSvg(run.summary, title)},
+                                                          {".md", markdown}}) {
+      if (absl::Status s = WriteFile(o.out_prefix + suffix, content); !s.ok()) return s;
+    }
+  }
+  return run;
+}
+
+int RunEval(const EvalOptions& opts) {
+  if (absl::Status s = ValidateOptions(opts); !s.ok()) {
+    std::cerr << "kvwire eval: " << s.message() << "\n";
+    return 2;
+  }
+  auto run = RunEvalJob(opts);
+  if (!run.ok()) {
+    std::cerr << "kvwire eval: " << run.status().message() << "\n";
+    return 1;
+  }
+  if (opts.json) {
+    std::cout << eval::ToJson(run->summary, run->extra_json);
+  } else {
+    std::cout << eval::FormatTable(run->summary);
+    nlohmann::json extra = nlohmann::json::parse(run->extra_json);
+    if (extra.contains("layer_sensitivity")) {
+      const auto& ls = extra["layer_sensitivity"];
+      std::cout << "layer sensitivity (" << ls["quality"].get<std::string>() << "): bottlenecks "
+                << ls["bottlenecks"].dump() << ", proposed plan " << ls["proposed_plan"].get<std::string>() << "\n";
+    }
+  }
+  if (!opts.out_prefix.empty()) {
+    std::cerr << "kvwire eval: wrote " << opts.out_prefix << ".{jsonl,csv,json,svg,md}\n";
+  }
+  std::cout.flush();
+  return 0;
+}
+
+}  // namespace kvwire::cli
