@@ -58,6 +58,7 @@ TEST_F(CudaKernelsTest, CopyRowsMatchesKvcodec) {
 TEST_F(CudaKernelsTest, RansDecodesKvcodecStreams) {
   EXPECT_TRUE(testing::RansMatchesKvcodec(*backend_, 11));
   EXPECT_TRUE(testing::RansMatchesKvcodec(*backend_, 12));
+  EXPECT_TRUE(testing::RansErrorsMatchKvcodec(*backend_, 3));
 }
 
 }  // namespace

@@ -178,8 +178,12 @@ __global__ void RansDecodeKernel(RansDecodeArgs a) {
     }
     pos += __popc(m);
   }
-  const bool final_ok = __all_sync(mask, x == kRansStateLow);
-  if (j == 0) a.status[i] = pos != s.words_count ? kRansLeftover : final_ok ? kRansOk : kRansBadFinal;
+  const uint32_t bad = (__ballot_sync(mask, x != kRansStateLow) >> (kRansMaxLanes * sub)) & 0xffu;
+  if (j == 0) {
+    a.status[i] = RansLeftoverBytes(s, pos) != 0 ? RansStatusWord(kRansLeftover, RansLeftoverBytes(s, pos))
+                  : bad != 0                    ? RansStatusWord(kRansBadFinal, __ffs(bad) - 1)
+                                                : kRansOk;
+  }
 }
 
 uint64_t Blocks(uint64_t threads, int per_block = kThreads) { return (threads + per_block - 1) / per_block; }

@@ -112,6 +112,7 @@ struct RansStreamDesc {
   uint32_t row_len;
   uint32_t num_contexts;
   uint32_t lanes;          // 1, 2, 4 or 8
+  uint32_t odd_byte;       // 1 if a lone byte follows the last whole word (always an error)
   uint32_t states[kRansMaxLanes];  // final encoder states = the decoder's initial states
 };
 

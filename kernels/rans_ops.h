@@ -16,13 +16,15 @@
 
 namespace kvwire::gpu {
 
-// Stream outcome (RansDecodeArgs::status).
+// Stream outcome (RansDecodeArgs::status): a code in the low 8 bits, and for kRansLeftover the
+// bytes left, for kRansBadFinal the first bad lane, above them.
 enum RansStatus : uint32_t {
   kRansOk = 0,
   kRansRanOut = 1,       // the word stream ended before the last symbol
-  kRansLeftover = 2,     // words left after the last symbol
+  kRansLeftover = 2,     // bytes left after the last symbol
   kRansBadFinal = 3,     // a lane did not end in the encoder's initial state
 };
+KVW_HD uint64_t RansStatusWord(uint32_t code, uint64_t detail) { return detail << 8 | code; }
 
 struct RansDecodeArgs {
   const RansStreamDesc* streams;
@@ -30,7 +32,7 @@ struct RansDecodeArgs {
   const uint8_t* data;     // stream bytes; stream i's words at streams[i].words_offset
   const RansTable* tables;
   uint8_t* out;
-  uint32_t* status;        // one RansStatus per stream
+  uint64_t* status;        // one RansStatusWord per stream
 };
 
 // Output index and column of coded position k: the first blocked_rows rows are coded in blocks
@@ -70,10 +72,14 @@ KVW_HD uint32_t RansWord(const RansDecodeArgs& a, const RansStreamDesc& s, uint6
   return static_cast<uint32_t>(p[0]) | static_cast<uint32_t>(p[1]) << 8;
 }
 
-KVW_HD uint32_t RansFinish(const RansStreamDesc& s, uint64_t pos, const uint32_t* x) {
-  if (pos != s.words_count) return kRansLeftover;
+// After the last symbol: every word consumed (kvcodec checks that first), every lane back at L.
+KVW_HD uint64_t RansLeftoverBytes(const RansStreamDesc& s, uint64_t pos) {
+  return 2 * (s.words_count - pos) + s.odd_byte;
+}
+KVW_HD uint64_t RansFinish(const RansStreamDesc& s, uint64_t pos, const uint32_t* x) {
+  if (RansLeftoverBytes(s, pos) != 0) return RansStatusWord(kRansLeftover, RansLeftoverBytes(s, pos));
   for (uint32_t j = 0; j < s.lanes; ++j) {
-    if (x[j] != kRansStateLow) return kRansBadFinal;
+    if (x[j] != kRansStateLow) return RansStatusWord(kRansBadFinal, j);
   }
   return kRansOk;
 }

@@ -178,12 +178,9 @@ absl::Status AddRansStream(std::span<const uint8_t> in, uint64_t n, int row_len,
     }
   }
   const uint64_t word_bytes = static_cast<uint64_t>(end - p);
-  if (word_bytes % 2 != 0) {
-    // kvcodec reads whole words only and then finds the odd byte left over.
-    return absl::DataLossError("rANS stream corrupt: 1 bytes left after the last symbol");
-  }
   desc.words_offset = batch->data.size();
   desc.words_count = word_bytes / 2;
+  desc.odd_byte = static_cast<uint32_t>(word_bytes % 2);
   batch->data.insert(batch->data.end(), p, end);
   batch->tables.insert(batch->tables.end(), tables.begin(), tables.end());
   batch->streams.push_back(desc);
@@ -191,16 +188,18 @@ absl::Status AddRansStream(std::span<const uint8_t> in, uint64_t n, int row_len,
   return absl::OkStatus();
 }
 
-absl::Status RansStatusToError(uint32_t status, size_t stream_index) {
-  switch (status) {
+absl::Status RansStatusToError(uint64_t status, size_t stream_index) {
+  const uint64_t detail = status >> 8;
+  switch (status & 0xff) {
     case kRansOk:
       return absl::OkStatus();
     case kRansRanOut:
       return absl::DataLossError("rANS stream truncated: word stream ran out");
     case kRansLeftover:
-      return absl::DataLossError("rANS stream corrupt: bytes left after the last symbol");
+      return absl::DataLossError(absl::StrCat("rANS stream corrupt: ", detail, " bytes left after the last symbol"));
     case kRansBadFinal:
-      return absl::DataLossError("rANS stream corrupt: a lane did not end in the initial state");
+      return absl::DataLossError(
+          absl::StrCat("rANS stream corrupt: lane ", detail, " did not end in the initial state"));
     default:
       return absl::InternalError(absl::StrCat("rANS stream ", stream_index, ": status ", status));
   }
@@ -218,7 +217,7 @@ void RansDecodeItemsOnHost(const RansDecodeArgs& a) {
     for (int j = 0; j < kRansMaxLanes; ++j) x[j] = s.states[j];
     uint64_t pos = 0;
     uint8_t* o = a.out + s.out_offset;
-    uint32_t status = kRansOk;
+    uint64_t status = kRansOk;
     RansCursor cursor = RansCursorStart(s);
     for (; cursor.k0 < s.num_symbols && status == kRansOk; RansCursorNext(s, cursor)) {
       const int active = static_cast<int>(std::min<uint64_t>(kRansMaxLanes, s.num_symbols - cursor.k0));
@@ -237,7 +236,7 @@ void RansDecodeItemsOnHost(const RansDecodeArgs& a) {
 
 absl::Status RansDecodeOnHost(const RansBatch& batch, std::span<uint8_t> out) {
   if (out.size() < batch.out_bytes) return absl::InvalidArgumentError("rANS output buffer too small");
-  std::vector<uint32_t> status(batch.streams.size(), kRansOk);
+  std::vector<uint64_t> status(batch.streams.size(), kRansOk);
   const RansDecodeArgs a{batch.streams.data(), static_cast<int64_t>(batch.streams.size()),
                          batch.data.data(),    batch.tables.data(),
                          out.data(),           status.data()};

@@ -34,6 +34,6 @@ absl::Status RansDecodeOnHost(const RansBatch& batch, std::span<uint8_t> out);
 void RansDecodeItemsOnHost(const RansDecodeArgs& a);
 
 // The status of stream i as kvcodec reports the same defect.
-absl::Status RansStatusToError(uint32_t status, size_t stream_index);
+absl::Status RansStatusToError(uint64_t status, size_t stream_index);
 
 }  // namespace kvwire::gpu

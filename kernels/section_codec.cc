@@ -39,22 +39,28 @@ absl::Status CheckParamsFinite(std::span<const ParamPair> params) {
   return absl::OkStatus();
 }
 
-absl::Status RansDecodeBatch(Backend& backend, const RansBatch& batch, uint8_t* out) {
+absl::Status RansDecodeBatch(Backend& backend, const RansBatch& batch, uint8_t* out,
+                             size_t* failed_stream) {
   if (batch.streams.empty()) return absl::OkStatus();
   auto streams = Upload(backend, batch.streams);
   auto tables = Upload(backend, batch.tables);
   auto data = Upload(backend, batch.data);
-  auto status = Buffer::Make(backend, batch.streams.size() * sizeof(uint32_t));
+  auto status = Buffer::Make(backend, batch.streams.size() * sizeof(uint64_t));
   for (const auto* b : {&streams, &tables, &data, &status}) {
     if (!b->ok()) return b->status();
   }
   const RansDecodeArgs a{streams->as<RansStreamDesc>(), static_cast<int64_t>(batch.streams.size()),
                          data->as<uint8_t>(), tables->as<RansTable>(), out,
-                         status->as<uint32_t>()};
+                         status->as<uint64_t>()};
   KVW_RETURN_IF_ERROR(backend.RansDecode(a));
-  std::vector<uint32_t> host(batch.streams.size());
-  KVW_RETURN_IF_ERROR(backend.CopyToHost(host.data(), status->data(), host.size() * sizeof(uint32_t)));
-  for (size_t i = 0; i < host.size(); ++i) KVW_RETURN_IF_ERROR(RansStatusToError(host[i], i));
+  std::vector<uint64_t> host(batch.streams.size());
+  KVW_RETURN_IF_ERROR(backend.CopyToHost(host.data(), status->data(), host.size() * sizeof(uint64_t)));
+  for (size_t i = 0; i < host.size(); ++i) {
+    if (absl::Status s = RansStatusToError(host[i], i); !s.ok()) {
+      if (failed_stream != nullptr) *failed_stream = i;
+      return s;
+    }
+  }
   return absl::OkStatus();
 }
 

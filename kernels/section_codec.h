@@ -52,8 +52,9 @@ class SectionCodec {
 absl::Status CheckParamsFinite(std::span<const ParamPair> params);
 
 // Decodes every stream of `batch` into `out` (backend memory of batch.out_bytes bytes) and
-// waits: the first failing stream's error, as kvcodec words it.
-absl::Status RansDecodeBatch(Backend& backend, const RansBatch& batch, uint8_t* out);
+// waits: the first failing stream's error, as kvcodec words it (its index in *failed_stream).
+absl::Status RansDecodeBatch(Backend& backend, const RansBatch& batch, uint8_t* out,
+                             size_t* failed_stream = nullptr);
 
 // Copies host data into a new backend buffer.
 absl::StatusOr<Buffer> Upload(Backend& backend, const void* data, size_t bytes);

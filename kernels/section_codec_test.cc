@@ -112,5 +112,10 @@ TEST(RansReferenceTest, DecodesKvcodecStreams) {
   EXPECT_TRUE(testing::RansMatchesKvcodec(*backend, 11));
 }
 
+TEST(RansReferenceTest, CorruptStreamsFailAsInKvcodec) {
+  auto backend = MakeReferenceBackend();
+  EXPECT_TRUE(testing::RansErrorsMatchKvcodec(*backend, 3));
+}
+
 }  // namespace
 }  // namespace kvwire::gpu

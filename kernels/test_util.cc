@@ -381,4 +381,49 @@ AssertionResult RansMatchesKvcodec(Backend& backend, uint64_t seed) {
   return SameBytes("rANS symbols", expected.data(), got.data(), expected.size());
 }
 
+AssertionResult RansErrorsMatchKvcodec(Backend& backend, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  int rejected = 0, cases = 0;
+  for (size_t n : {size_t{300}, size_t{64 * 90 + 5}}) {  // one lane; eight lanes, blocked order
+    std::vector<uint8_t> symbols(n);
+    for (size_t i = 0; i < n; ++i) symbols[i] = static_cast<uint8_t>(rng() % 100 < 80 ? i % 3 : rng() % 16);
+    const std::vector<uint8_t> good = kvcodec::RansEncode(symbols, 64, 4);
+    std::vector<std::vector<uint8_t>> bad;
+    for (size_t i = 0; i < good.size(); ++i) {
+      bad.push_back(good);
+      bad.back()[i] ^= static_cast<uint8_t>(1 + rng() % 255);
+    }
+    for (size_t cut : {size_t{1}, size_t{2}, size_t{3}, good.size() / 2}) bad.emplace_back(good.begin(), good.end() - cut);
+    for (size_t extra : {1, 2, 5}) {
+      bad.push_back(good);
+      for (size_t e = 0; e < extra; ++e) bad.back().push_back(static_cast<uint8_t>(rng()));
+    }
+    for (const auto& stream : bad) {
+      ++cases;
+      std::vector<uint8_t> expected(n);
+      const absl::Status want = kvcodec::RansDecode(stream, 64, 4, expected);
+      RansBatch batch;
+      absl::Status got = AddRansStream(stream, n, 64, 4, 0, &batch);
+      Buffer out;
+      if (got.ok()) {
+        auto b = Buffer::Make(backend, n);
+        if (!b.ok()) return AssertionFailure() << b.status();
+        out = *std::move(b);
+        got = RansDecodeBatch(backend, batch, out.as<uint8_t>());
+      }
+      if (got.code() != want.code() || got.message() != want.message()) {
+        return AssertionFailure() << "stream " << cases << ": kvcodec " << want << ", backend " << got;
+      }
+      if (!want.ok()) {
+        ++rejected;
+        continue;
+      }
+      const auto symbols_got = Download<uint8_t>(backend, out.data(), n);
+      if (auto r = SameBytes("symbols", expected.data(), symbols_got.data(), n); !r) return r;
+    }
+  }
+  if (rejected < cases / 2) return AssertionFailure() << "only " << rejected << " of " << cases << " rejected";
+  return AssertionSuccess();
+}
+
 }  // namespace kvwire::gpu::testing

@@ -50,4 +50,8 @@ std::vector<SectionCase> AllSectionCases();
 // on `backend` to the symbols kvcodec::RansDecode returns.
 ::testing::AssertionResult RansMatchesKvcodec(Backend& backend, uint64_t seed);
 
+// Corrupted rANS streams (flipped, truncated, extended) fail on `backend` with exactly
+// kvcodec::RansDecode's status, or decode to the same symbols when kvcodec accepts them.
+::testing::AssertionResult RansErrorsMatchKvcodec(Backend& backend, uint64_t seed);
+
 }  // namespace kvwire::gpu::testing

@@ -1,0 +1,401 @@
+// DecodeFrameOn: kvcodec/frame_decoder.cc's checks, in the same order and with the same
+// messages, and the sections rebuilt on the backend. Per chunk: the records are parsed and
+// checked on the host, every stream the backend needs is staged into one upload, the chunk's
+// rANS code streams are decoded in one launch, then each section is dequantized (or copied)
+// straight into its layer's buffer.
+//
+// One difference in what is reported, never in what is accepted: kvcodec decodes a rANS word
+// stream while it parses, this decoder after parsing the whole chunk, so in a chunk (whose
+// checksum verified) with both a corrupt rANS word stream and a later malformed record, the
+// later record's error is the one reported.
+#include <xxhash.h>
+#include <zstd.h>
+
+#include <algorithm>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/frame_parts.h"
+#include "kernels/gpu_frame.h"
+#include "kernels/plan.h"
+#include "kernels/rans_plan.h"
+#include "kernels/section_codec.h"
+#include "kvcodec/frame_common.h"
+#include "kvcodec/section.h"
+
+namespace kvwire::gpu {
+namespace {
+
+using kvcodec::ByteReader;
+
+struct StreamHead {
+  kvcodec::StreamMethod method;
+  uint32_t raw_len;
+  std::span<const uint8_t> data;
+};
+
+absl::Status ReadHead(ByteReader& r, size_t expected_raw, absl::string_view what, StreamHead* h) {
+  uint8_t method = 0;
+  uint32_t coded_len = 0;
+  KVC_RETURN_IF_ERROR(r.U8(&method, what));
+  KVC_RETURN_IF_ERROR(r.Varint(&h->raw_len, what));
+  KVC_RETURN_IF_ERROR(r.Varint(&coded_len, what));
+  if (method > static_cast<uint8_t>(kvcodec::StreamMethod::kRans)) {
+    return absl::DataLossError(absl::StrCat("unknown stream method ", method, " in ", what));
+  }
+  h->method = static_cast<kvcodec::StreamMethod>(method);
+  if (h->raw_len != expected_raw) {
+    return absl::DataLossError(absl::StrCat(what, ": stored length ", h->raw_len,
+                                            " disagrees with the shape (", expected_raw, ")"));
+  }
+  if (h->method == kvcodec::StreamMethod::kStored && coded_len != h->raw_len) {
+    return absl::DataLossError(absl::StrCat(what, ": stored stream with coded length ", coded_len));
+  }
+  return r.Bytes(coded_len, &h->data, what);
+}
+
+absl::Status Unzstd(std::span<const uint8_t> in, std::span<uint8_t> out, absl::string_view what) {
+  const unsigned long long declared = ZSTD_getFrameContentSize(in.data(), in.size());
+  if (declared != out.size()) {
+    return absl::DataLossError(absl::StrCat(what, ": zstd frame declares a different size"));
+  }
+  const size_t n = ZSTD_decompress(out.data(), out.size(), in.data(), in.size());
+  if (ZSTD_isError(n) || n != out.size()) return absl::DataLossError(absl::StrCat(what, ": corrupt zstd data"));
+  return absl::OkStatus();
+}
+
+// One chunk's inputs for the backend, gathered into one host buffer (256-byte aligned pieces).
+class Staging {
+ public:
+  void Clear() { bytes_.clear(); }
+  size_t Reserve(size_t n) {
+    const size_t at = Workspace::Aligned(bytes_.size());
+    bytes_.resize(at + Workspace::Aligned(n));
+    return at;
+  }
+  size_t Add(const void* data, size_t n) {
+    const size_t at = Reserve(n);
+    if (n) std::memcpy(bytes_.data() + at, data, n);
+    return at;
+  }
+  std::span<uint8_t> At(size_t offset, size_t n) { return {bytes_.data() + offset, n}; }
+  const std::vector<uint8_t>& bytes() const { return bytes_; }
+
+ private:
+  std::vector<uint8_t> bytes_;
+};
+
+// A section parsed and checked, waiting for the chunk's upload.
+struct PendingSection {
+  std::string label;  // "layer L keys" / "layer L values"
+  bool quantized = false;
+  SectionPlan plan;
+  size_t main_codes = 0, main_params = 0, ref_codes = 0, ref_params = 0;
+  bool main_from_rans = false, ref_from_rans = false;  // offsets into the rANS output
+  CodeLayout main_layout = CodeLayout::kPacked;
+  size_t values = 0;  // copies: rows in src_dtype, contiguous
+  int32_t src_dtype = 0;
+  bool raw = false;
+  void* dst = nullptr;
+  size_t rows_offset = 0;  // the rows' element offsets in dst (int64 each)
+  int64_t rows = 0;
+};
+
+class ChunkDecoder {
+ public:
+  ChunkDecoder(Backend& backend, const kvcodec::FrameInfo& info, const kvcodec::BitPlan& plan,
+               const GpuDecodeOptions& options)
+      : backend_(backend), info_(info), plan_(plan), options_(options), codec_(backend) {}
+
+  absl::Status Decode(int seq, std::span<const uint8_t> body, std::vector<DeviceDecodedLayer>* out) {
+    const kvcodec::CacheShape& shape = info_.shape;
+    const int first = seq * info_.layers_per_chunk;
+    const int count = std::min(info_.layers_per_chunk, shape.num_layers - first);
+    staging_.Clear();
+    batch_ = RansBatch{};
+    rans_owner_.clear();
+    pending_.clear();
+    ByteReader r(body);
+    std::vector<DeviceDecodedLayer> layers(count);
+    const size_t esize = kvcodec::DTypeSize(shape.dtype);
+    for (int i = 0; i < count; ++i) {
+      DeviceDecodedLayer& layer = layers[i];
+      layer.layer = first + i;
+      uint8_t mode = 0;
+      KVC_RETURN_IF_ERROR(r.U8(&mode, "selection"));
+      layer.kept.resize(shape.num_kv_heads);
+      if (mode == 0) {
+        for (auto& l : layer.kept) {
+          l.resize(shape.num_tokens);
+          for (int t = 0; t < shape.num_tokens; ++t) l[t] = t;
+        }
+      } else if (mode == 1) {
+        KVC_RETURN_IF_ERROR(frame::ReadList(r, shape.num_tokens, &layer.kept[0]));
+        for (int h = 1; h < shape.num_kv_heads; ++h) layer.kept[h] = layer.kept[0];
+      } else if (mode == 2) {
+        for (auto& l : layer.kept) KVC_RETURN_IF_ERROR(frame::ReadList(r, shape.num_tokens, &l));
+      } else {
+        return absl::DataLossError("unknown selection mode");
+      }
+      size_t longest = 0;
+      for (const auto& l : layer.kept) longest = std::max(longest, l.size());
+      layer.capacity = options_.at_token_index ? shape.num_tokens : static_cast<int>(longest);
+      auto offsets = options_.at_token_index ? CacheRowOffsets(layer.kept, shape.num_tokens, shape.head_dim)
+                                             : PaddedRowOffsets(layer.kept, layer.capacity, shape.head_dim);
+      if (!offsets.ok()) return offsets.status();
+      const size_t rows_offset = staging_.Add(offsets->data(), offsets->size() * sizeof(int64_t));
+      const size_t bytes = static_cast<size_t>(shape.num_kv_heads) * layer.capacity * shape.head_dim * esize;
+      for (Buffer* b : {&layer.keys, &layer.values}) {
+        auto buffer = Buffer::Make(backend_, bytes);
+        if (!buffer.ok()) return buffer.status();
+        *b = *std::move(buffer);
+        KVW_RETURN_IF_ERROR(backend_.Zero(b->data(), bytes));
+      }
+      for (bool is_value : {false, true}) {
+        PendingSection p;
+        p.label = absl::StrCat("layer ", layer.layer, is_value ? " values" : " keys");
+        p.dst = is_value ? layer.values.data() : layer.keys.data();
+        p.rows_offset = rows_offset;
+        p.rows = static_cast<int64_t>(offsets->size());
+        const absl::Status s = ParseSection(r, plan_.Resolve(layer.layer, is_value), layer.kept, &p);
+        if (!s.ok()) return absl::Status(s.code(), absl::StrCat(p.label, ": ", s.message()));
+        pending_.push_back(std::move(p));
+      }
+    }
+    if (r.remaining() != 0) return absl::DataLossError(absl::StrCat("chunk ", seq, " has trailing bytes"));
+    KVW_RETURN_IF_ERROR(Run());
+    for (auto& l : layers) out->push_back(std::move(l));
+    return absl::OkStatus();
+  }
+
+ private:
+  // A code stream of `rows` rows at `bits`: stored or zstd into the staging (packed), rANS into
+  // the chunk's batch (symbols).
+  absl::Status ReadCodes(ByteReader& r, int bits, uint64_t rows, absl::string_view what,
+                         size_t section, size_t* offset, bool* from_rans) {
+    const int d = info_.shape.head_dim;
+    const size_t packed_len = PackedBytes(rows * d, bits);
+    StreamHead h;
+    KVC_RETURN_IF_ERROR(ReadHead(r, packed_len, what, &h));
+    *from_rans = h.method == kvcodec::StreamMethod::kRans;
+    if (*from_rans) {
+      const int row_len = SymbolRowLen(d, bits);
+      *offset = Workspace::Aligned(batch_.out_bytes);
+      const absl::Status s = AddRansStream(h.data, rows * row_len, std::max(row_len, 1),
+                                           SymbolAlphabetBits(bits), *offset, &batch_);
+      if (!s.ok()) return absl::DataLossError(absl::StrCat(what, ": ", s.message()));
+      rans_owner_.push_back({section, std::string(what)});
+      return absl::OkStatus();
+    }
+    if (h.method == kvcodec::StreamMethod::kStored) {
+      *offset = staging_.Add(h.data.data(), h.data.size());
+      return absl::OkStatus();
+    }
+    *offset = staging_.Reserve(packed_len);
+    return Unzstd(h.data, staging_.At(*offset, packed_len), what);
+  }
+
+  absl::Status ReadParams(ByteReader& r, uint64_t pairs, absl::string_view what, size_t* offset) {
+    *offset = staging_.Reserve(pairs * sizeof(ParamPair));
+    return kvcodec::ReadByteStream(r, 4, staging_.At(*offset, pairs * sizeof(ParamPair)), what);
+  }
+
+  absl::Status ParseSection(ByteReader& r, const kvcodec::QuantSpec& raw_spec,
+                            const std::vector<std::vector<int32_t>>& kept, PendingSection* p) {
+    const kvcodec::CacheShape& shape = info_.shape;
+    const kvcodec::QuantSpec spec = frame::CanonicalSpec(raw_spec);
+    const int d = shape.head_dim;
+    const size_t n = static_cast<size_t>(p->rows) * d;
+    if (spec.coding == kvcodec::ValueCoding::kLowRank) {
+      // Low rank is rebuilt on the host (kvcodec), then copied into place.
+      std::vector<kvcodec::ByteBuffer> heads;
+      KVC_RETURN_IF_ERROR(kvcodec::DecodeSection(r, shape, raw_spec, info_.config, kept, &heads));
+      p->values = staging_.Reserve(n * kvcodec::DTypeSize(shape.dtype));
+      size_t at = p->values;
+      for (const auto& h : heads) {
+        if (!h.empty()) std::memcpy(staging_.At(at, h.size()).data(), h.data(), h.size());
+        at += h.size();
+      }
+      p->src_dtype = static_cast<int32_t>(shape.dtype);
+      p->raw = true;
+      return absl::OkStatus();
+    }
+    const kvcodec::DeltaConfig delta = kvcodec::SectionDelta(spec, info_.config.delta);
+    KVC_RETURN_IF_ERROR(frame::CheckDescriptor(r, spec, delta));
+    if (!spec.is_integer()) {
+      const bool raw = spec.coding == kvcodec::ValueCoding::kRaw;
+      const kvcodec::DType as = raw ? shape.dtype
+                                : spec.coding == kvcodec::ValueCoding::kFloat16 ? kvcodec::DType::kFloat16
+                                                                                 : kvcodec::DType::kBFloat16;
+      const size_t esize = kvcodec::DTypeSize(as);
+      p->values = staging_.Reserve(n * esize);
+      KVC_RETURN_IF_ERROR(kvcodec::ReadByteStream(r, static_cast<int>(d * esize), staging_.At(p->values, n * esize),
+                                                  "values", static_cast<int>(esize)));
+      p->src_dtype = static_cast<int32_t>(as);
+      p->raw = raw;
+      return absl::OkStatus();
+    }
+    auto plan = PlanSection(spec, info_.config.delta, d, RowsPerHead(kept));
+    if (!plan.ok()) return plan.status();
+    p->quantized = true;
+    p->plan = *std::move(plan);
+    const SectionPlan& sp = p->plan;
+    const size_t index = pending_.size();
+    KVC_RETURN_IF_ERROR(ReadCodes(r, sp.geom.bits, sp.main_rows, "codes", index, &p->main_codes, &p->main_from_rans));
+    p->main_layout = p->main_from_rans ? CodeLayout::kSymbols : CodeLayout::kPacked;
+    KVC_RETURN_IF_ERROR(ReadParams(r, sp.main_param_pairs, "scales", &p->main_params));
+    if (sp.delta.mode != kvcodec::DeltaMode::kNone) {
+      KVC_RETURN_IF_ERROR(ReadCodes(r, 8, sp.ref_rows, "reference codes", index, &p->ref_codes, &p->ref_from_rans));
+      KVC_RETURN_IF_ERROR(ReadParams(r, sp.ref_param_pairs, "reference scales", &p->ref_params));
+    }
+    // kvcodec checks the parameters once all of the section's streams are read.
+    auto params = [&](size_t offset, uint64_t pairs) {
+      return std::span<const ParamPair>(reinterpret_cast<const ParamPair*>(staging_.At(offset, 0).data()), pairs);
+    };
+    absl::Status finite = CheckParamsFinite(params(p->main_params, sp.main_param_pairs));
+    if (finite.ok() && sp.delta.mode != kvcodec::DeltaMode::kNone) {
+      finite = CheckParamsFinite(params(p->ref_params, sp.ref_param_pairs));
+    }
+    if (!finite.ok()) return absl::DataLossError(absl::StrCat("codes: ", finite.message()));
+    return absl::OkStatus();
+  }
+
+  absl::Status Run() {
+    const std::vector<uint8_t>& host = staging_.bytes();
+    if (staging_buffer_.size() < host.size()) {
+      auto b = Buffer::Make(backend_, host.size());
+      if (!b.ok()) return b.status();
+      staging_buffer_ = *std::move(b);
+    }
+    KVW_RETURN_IF_ERROR(backend_.CopyToBackend(staging_buffer_.data(), host.data(), host.size()));
+    if (!batch_.streams.empty()) {
+      if (rans_buffer_.size() < batch_.out_bytes) {
+        auto b = Buffer::Make(backend_, batch_.out_bytes);
+        if (!b.ok()) return b.status();
+        rans_buffer_ = *std::move(b);
+      }
+      size_t failed = 0;
+      const absl::Status s = RansDecodeBatch(backend_, batch_, rans_buffer_.as<uint8_t>(), &failed);
+      if (!s.ok()) {
+        const auto& [section, what] = rans_owner_[failed];
+        return absl::DataLossError(absl::StrCat(pending_[section].label, ": ", what, ": ", s.message()));
+      }
+    }
+    uint8_t* base = staging_buffer_.as<uint8_t>();
+    uint8_t* rans = rans_buffer_.as<uint8_t>();
+    const kvcodec::CacheShape& shape = info_.shape;
+    for (const PendingSection& p : pending_) {
+      const int64_t* rows = reinterpret_cast<const int64_t*>(base + p.rows_offset);
+      if (!p.quantized) {
+        const CopyRowsArgs a{p.rows, shape.head_dim, base + p.values, p.src_dtype, nullptr,
+                             p.dst,  static_cast<int32_t>(shape.dtype), rows, p.raw ? 1 : 0};
+        KVW_RETURN_IF_ERROR(backend_.CopyRows(a));
+        continue;
+      }
+      SectionStreams in;
+      in.main_codes = (p.main_from_rans ? rans : base) + p.main_codes;
+      in.main_layout = p.main_layout;
+      in.main_params = reinterpret_cast<ParamPair*>(base + p.main_params);
+      in.ref_codes = (p.ref_from_rans ? rans : base) + p.ref_codes;
+      in.ref_params = reinterpret_cast<ParamPair*>(base + p.ref_params);
+      KVW_RETURN_IF_ERROR(codec_.Decode(p.plan, in, p.dst, shape.dtype, rows));
+    }
+    return backend_.Synchronize();
+  }
+
+  Backend& backend_;
+  const kvcodec::FrameInfo& info_;
+  const kvcodec::BitPlan& plan_;
+  const GpuDecodeOptions& options_;
+  SectionCodec codec_;
+  Staging staging_;
+  RansBatch batch_;
+  std::vector<std::pair<size_t, std::string>> rans_owner_;  // per rANS stream: section, stream name
+  std::vector<PendingSection> pending_;
+  Buffer staging_buffer_, rans_buffer_;
+};
+
+absl::Status Truncated(size_t chunks, int expected) {
+  return absl::DataLossError(absl::StrCat("truncated frame: ", chunks, " of ", expected, " chunks and no trailer"));
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<DeviceDecodedLayer>> DecodeFrameOn(Backend& backend, std::span<const uint8_t> frame,
+                                                              const kvcodec::DecodeLimits& limits,
+                                                              std::string_view expected_fingerprint,
+                                                              kvcodec::FrameInfo* info_out,
+                                                              const GpuDecodeOptions& options) {
+  // The header: kvcodec's own decoder parses and checks it (limits, config, fingerprint).
+  kvcodec::FrameDecoder header(limits, std::string(expected_fingerprint));
+  size_t pos = frame.size();
+  if (frame.size() >= kvcodec::kHeaderPrefix) {
+    pos = std::min(frame.size(), kvcodec::kHeaderPrefix + frame::LoadU32(frame.data() + 6) + size_t{8});
+  }
+  KVW_RETURN_IF_ERROR(header.Feed(frame.first(pos)));
+  if (header.info() == nullptr) return header.Finish();
+  const kvcodec::FrameInfo info = *header.info();
+  const uint64_t header_hash = frame::LoadU64(frame.data() + pos - 8);
+  auto plan = kvcodec::BitPlan::Parse(info.config.bit_plan);
+  if (!plan.ok()) return absl::DataLossError("bad bit plan in header");
+
+  std::vector<DeviceDecodedLayer> layers;
+  std::vector<uint64_t> chunk_hashes;
+  ChunkDecoder chunks(backend, info, *plan, options);
+  for (;;) {
+    const std::span<const uint8_t> in = frame.subspan(pos);
+    if (in.size() < 4) return Truncated(chunk_hashes.size(), info.num_chunks);
+    if (frame::MagicIs(in, kvcodec::kTrailerMagic)) break;
+    if (!frame::MagicIs(in, kvcodec::kChunkMagic)) return absl::DataLossError("bad chunk magic");
+    if (in.size() < kvcodec::kChunkPrefix) return Truncated(chunk_hashes.size(), info.num_chunks);
+    const uint32_t seq = frame::LoadU32(in.data() + 4);
+    const uint32_t body_len = frame::LoadU32(in.data() + 8);
+    const int expected = static_cast<int>(chunk_hashes.size());
+    if (seq >= static_cast<uint32_t>(info.num_chunks)) {
+      return absl::DataLossError(absl::StrCat("chunk ", seq, " beyond the frame's ", info.num_chunks, " chunks"));
+    }
+    if (static_cast<int>(seq) < expected) return absl::DataLossError(absl::StrCat("duplicate chunk ", seq));
+    if (static_cast<int>(seq) > expected) {
+      return absl::DataLossError(
+          absl::StrCat("chunk ", seq, " arrived before chunk ", expected, " (missing or reordered)"));
+    }
+    const int first = static_cast<int>(seq) * info.layers_per_chunk;
+    const int count = std::min(info.layers_per_chunk, info.shape.num_layers - first);
+    if (body_len > limits.max_chunk_bytes || body_len > kvcodec::ChunkBodyBound(info.shape, count)) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("chunk ", seq, " declares ", body_len, " bytes, beyond the limit for its layers"));
+    }
+    const size_t total = kvcodec::kChunkPrefix + body_len + 8;
+    if (in.size() < total) return Truncated(chunk_hashes.size(), info.num_chunks);
+    const uint64_t hash = XXH3_64bits_withSeed(in.data(), kvcodec::kChunkPrefix + body_len, header_hash);
+    if (hash != frame::LoadU64(in.data() + kvcodec::kChunkPrefix + body_len)) {
+      return absl::DataLossError(absl::StrCat("chunk ", seq, " checksum mismatch"));
+    }
+    KVW_RETURN_IF_ERROR(chunks.Decode(static_cast<int>(seq), in.subspan(kvcodec::kChunkPrefix, body_len), &layers));
+    chunk_hashes.push_back(hash);
+    pos += total;
+  }
+  // The trailer.
+  const std::span<const uint8_t> in = frame.subspan(pos);
+  if (in.size() < kvcodec::kTrailerSize) return Truncated(chunk_hashes.size(), info.num_chunks);
+  const uint32_t num_chunks = frame::LoadU32(in.data() + 4);
+  if (static_cast<int>(chunk_hashes.size()) != info.num_chunks || num_chunks != chunk_hashes.size()) {
+    return absl::DataLossError(absl::StrCat("trailer after ", chunk_hashes.size(), " of ", info.num_chunks,
+                                            " chunks: the frame is missing chunks"));
+  }
+  std::vector<uint8_t> chained;
+  kvcodec::ByteWriter c(&chained);
+  for (uint64_t h : chunk_hashes) c.U64(h);
+  c.Bytes(in.subspan(0, 16));
+  if (XXH3_64bits_withSeed(chained.data(), chained.size(), header_hash) != frame::LoadU64(in.data() + 16)) {
+    return absl::DataLossError("trailer checksum mismatch");
+  }
+  if (frame::LoadU64(in.data() + 8) != pos) {
+    return absl::DataLossError("trailer byte count disagrees with the frame");
+  }
+  if (in.size() != kvcodec::kTrailerSize) return absl::DataLossError("bytes after the end of the frame");
+  if (info_out != nullptr) *info_out = info;
+  return layers;
+}
+
+}  // namespace kvwire::gpu
