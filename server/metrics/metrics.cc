@@ -30,15 +30,17 @@ const Histogram::BucketBoundaries& SecondsBuckets() {
                                                 25,     60,    120,    300};
   return b;
 }
-const Histogram::BucketBoundaries& RatioBuckets() {  // raw/wire: 1 (lossless) .. ~64x
-  static const Histogram::BucketBoundaries b = {1, 1.5, 2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32, 64};
+// raw/wire: 0.5 for a lossless float32 cache, 1 for bf16, up to ~64x.
+const Histogram::BucketBoundaries& RatioBuckets() {
+  static const Histogram::BucketBoundaries b = {0.5, 1, 1.5, 2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32, 64};
   return b;
 }
-// Bytes per element: 1/8 of bits per element; 2 = raw bf16, a little over for framing.
+// Bytes per element: 1/8 of bits per element; 2 = raw bf16 and 4 = raw float32, each with a
+// bucket a little above for framing.
 const Histogram::BucketBoundaries& BytesPerElementBuckets() {
   static const Histogram::BucketBoundaries b = {0.03125, 0.0625, 0.125, 0.1875, 0.25, 0.3125,
                                                 0.375,   0.4375, 0.5,   0.625,  0.75, 1,
-                                                1.25,    1.5,    2,     2.125};
+                                                1.25,    1.5,    2,     2.125,  3,    4,    4.25};
   return b;
 }
 const Histogram::BucketBoundaries& KeptBuckets() {
