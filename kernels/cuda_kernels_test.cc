@@ -5,8 +5,13 @@
 
 #include <memory>
 
+#include <cstdlib>
+#include <fstream>
+
 #include "kernels/backend.h"
+#include "kernels/gpu_frame_check.h"
 #include "kernels/test_util.h"
+#include "kvcodec/synthetic.h"
 
 namespace kvwire::gpu {
 namespace {
@@ -59,6 +64,46 @@ TEST_F(CudaKernelsTest, RansDecodesKvcodecStreams) {
   EXPECT_TRUE(testing::RansMatchesKvcodec(*backend_, 11));
   EXPECT_TRUE(testing::RansMatchesKvcodec(*backend_, 12));
   EXPECT_TRUE(testing::RansErrorsMatchKvcodec(*backend_, 3));
+}
+
+// Whole frames: GPU encode gives kvcodec's bytes, GPU decode kvcodec's values (so a frame made
+// on either side decodes on the other to the same cache).
+TEST_F(CudaKernelsTest, FramesMatchKvcodec) {
+  for (kvcodec::DType dtype : {kvcodec::DType::kBFloat16, kvcodec::DType::kFloat32}) {
+    const kvcodec::CacheShape shape{.num_layers = 4, .num_kv_heads = 8, .head_dim = 128, .num_tokens = 700, .dtype = dtype};
+    for (const std::string& config : testing::FrameConfigs()) {
+      EXPECT_TRUE(testing::FrameMatchesKvcodec(*backend_, shape, config, 21)) << config;
+    }
+  }
+}
+
+TEST_F(CudaKernelsTest, BadFramesFailAsInKvcodec) {
+  const char* src = std::getenv("KVWIRE_SOURCE_DIR");
+  const std::string dir = std::string(src ? src : ".") + "/tests/corpus/bad_frames";
+  std::ifstream manifest(dir + "/MANIFEST.tsv");
+  ASSERT_TRUE(manifest.good()) << "missing " << dir << "/MANIFEST.tsv";
+  std::string line;
+  while (std::getline(manifest, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    const std::string file = line.substr(0, line.find('\t'));
+    std::ifstream in(dir + "/" + file, std::ios::binary);
+    const std::vector<uint8_t> frame(std::istreambuf_iterator<char>(in), {});
+    EXPECT_TRUE(testing::DecodeFailsAsKvcodec(*backend_, frame, "kvwire-test-model")) << file;
+  }
+  const kvcodec::CacheShape shape{2, 2, 32, 40, kvcodec::DType::kBFloat16};
+  const kvcodec::SyntheticCache cache = kvcodec::MakeSyntheticCache(shape, 4);
+  for (const char* config : {"plan=*:int4;entropy=rans", "plan=*:int2/channel;delta=anchor/3;entropy=rans"}) {
+    auto frame = kvcodec::EncodeFrame(shape, *kvcodec::CodecConfig::Parse(config), "fp", cache.positions,
+                                      cache.views(), kvcodec::Selection::KeepAll(shape));
+    ASSERT_TRUE(frame.ok());
+    int rejected = 0;
+    for (size_t i = 0; i < frame->size(); i += 3) {
+      const std::vector<uint8_t> bad = testing::FlipInsideChunk(*frame, i);
+      if (bad.empty()) continue;
+      EXPECT_TRUE(testing::DecodeMatchesKvcodec(*backend_, bad, &rejected)) << config << " byte " << i;
+    }
+    EXPECT_GT(rejected, 10);
+  }
 }
 
 }  // namespace

@@ -29,8 +29,8 @@ namespace {
 using kvcodec::ByteReader;
 
 struct StreamHead {
-  kvcodec::StreamMethod method;
-  uint32_t raw_len;
+  kvcodec::StreamMethod method = kvcodec::StreamMethod::kStored;
+  uint32_t raw_len = 0;
   std::span<const uint8_t> data;
 };
 
