@@ -17,7 +17,13 @@ namespace kvwire::cli {
 
 CLI::App* AddGenerateCommand(CLI::App& app, GenerateOptions& opts) {
   auto* cmd = app.add_subcommand("generate", "Send one request to a prefill node and print the answer and its statistics");
-  cmd->add_option("--prefill", opts.prefill_address, "The prefill node's host:port")->required();
+  auto* prefill = cmd->add_option("--prefill", opts.prefill_address, "The prefill node's host:port (the cache path)");
+  auto* scout = cmd->add_option("--scout", opts.scout_address,
+                                "A scout node's host:port instead (scout path with scout-* presets, text path with 'text')");
+  prefill->excludes(scout);
+  cmd->callback([prefill, scout] {
+    if (prefill->count() + scout->count() == 0) throw CLI::RequiredError("--prefill or --scout");
+  });
   auto* context = cmd->add_option("--context", opts.context, "Context text (the cache that is compressed and shipped)");
   auto* context_file = cmd->add_option("--context-file", opts.context_file, "Read the context from this file")->check(CLI::ExistingFile);
   context->excludes(context_file);
@@ -88,6 +94,19 @@ std::chrono::system_clock::time_point DeadlineIn(double seconds) {
 
 }  // namespace
 
+grpc::Status CallGenerate(const GenerateOptions& opts, const kvwire::v1::GenerateRequest& request,
+                          kvwire::v1::GenerateReply* reply) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(64 << 20);
+  const bool scout = !opts.scout_address.empty();
+  auto channel = grpc::CreateCustomChannel(scout ? opts.scout_address : opts.prefill_address,
+                                           grpc::InsecureChannelCredentials(), args);
+  grpc::ClientContext context;
+  context.set_deadline(DeadlineIn(opts.timeout_seconds));
+  if (scout) return kvwire::v1::ScoutNode::NewStub(channel)->Generate(&context, request, reply);
+  return kvwire::v1::PrefillNode::NewStub(channel)->Generate(&context, request, reply);
+}
+
 int RunGenerate(const GenerateOptions& opts) {
   kvwire::v1::GenerateRequest request;
   request.set_request_id(opts.request_id);
@@ -128,14 +147,8 @@ int RunGenerate(const GenerateOptions& opts) {
   o->set_seed(opts.seed);
   for (const std::string& s : opts.stop) o->add_stop(s);
 
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(64 << 20);
-  auto channel = grpc::CreateCustomChannel(opts.prefill_address, grpc::InsecureChannelCredentials(), args);
-  auto stub = kvwire::v1::PrefillNode::NewStub(channel);
-  grpc::ClientContext context;
-  context.set_deadline(DeadlineIn(opts.timeout_seconds));
   kvwire::v1::GenerateReply reply;
-  const grpc::Status status = stub->Generate(&context, request, &reply);
+  const grpc::Status status = CallGenerate(opts, request, &reply);
   if (!status.ok()) {
     std::cerr << "kvwire generate: " << CodeName(status.error_code()) << ": " << status.error_message() << "\n";
     return 1;
@@ -164,7 +177,9 @@ int RunGenerate(const GenerateOptions& opts) {
           {"num_layers", s.num_layers()},
           {"num_tokens", s.num_tokens()},
           {"prompt_tokens", s.prompt_tokens()},
-          {"generated_tokens", s.generated_tokens()}}}};
+          {"generated_tokens", s.generated_tokens()},
+          {"scout_seconds", s.scout_seconds()},
+          {"selection_overlap", s.selection_overlap()}}}};
     // Replacement characters rather than an exception if the model produced invalid UTF-8.
     std::cout << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
     return 0;

@@ -7,10 +7,14 @@
 
 #include <CLI/CLI.hpp>
 
+#include "grpcpp/grpcpp.h"
+#include "proto/kvwire.pb.h"
+
 namespace kvwire::cli {
 
 struct GenerateOptions {
   std::string prefill_address;
+  std::string scout_address;  // set instead of prefill_address: ScoutNode.Generate
   std::string context;
   std::string context_file;
   std::string question;
@@ -36,6 +40,11 @@ struct HealthOptions {
 
 CLI::App* AddGenerateCommand(CLI::App& app, GenerateOptions& opts);
 CLI::App* AddHealthCommand(CLI::App& app, HealthOptions& opts);
+
+// One Generate call to the prefill node, or to the scout node when scout_address is set, with
+// opts.timeout_seconds as the deadline.
+grpc::Status CallGenerate(const GenerateOptions& opts, const kvwire::v1::GenerateRequest& request,
+                          kvwire::v1::GenerateReply* reply);
 
 // 0 ok, 1 the RPC failed (gRPC code name and message on stderr), 2 bad command line.
 int RunGenerate(const GenerateOptions& opts);

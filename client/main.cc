@@ -12,6 +12,7 @@
 #endif
 #if KVWIRE_HAVE_NODES
 #include "client/calibrate_cmd.h"
+#include "client/demo_cmd.h"
 #include "client/eval_cmd.h"
 #include "client/generate_cmd.h"
 #include "client/serve_cmd.h"
@@ -96,6 +97,8 @@ int main(int argc, char** argv) {
   auto* eval = kvwire::cli::AddEvalCommand(app, eval_opts);
   kvwire::cli::CalibrateOptions calibrate_opts;
   auto* calibrate = kvwire::cli::AddCalibrateCommand(app, calibrate_opts);
+  kvwire::cli::DemoOptions demo_run_opts;
+  auto* demo_run = kvwire::cli::AddDemoCommand(app, demo_run_opts);
 #endif
 
   try {
@@ -116,6 +119,7 @@ int main(int argc, char** argv) {
   if (*health) return kvwire::cli::RunHealth(health_opts);
   if (*eval) return kvwire::cli::RunEval(eval_opts);
   if (*calibrate) return kvwire::cli::RunCalibrate(calibrate_opts);
+  if (*demo_run) return kvwire::cli::RunDemo(demo_run_opts);
 #endif
   return 2;
 }

@@ -9,16 +9,19 @@
 #include <string>
 
 #include "grpcpp/grpcpp.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "nlohmann/json.hpp"
 #include "server/metrics/log.h"
 #include "server/nodes/presets.h"
 #include "server/nodes/servers.h"
+#include "server/scout/prompt_service.h"
+#include "server/scout/scout_server.h"
 
 namespace kvwire::cli {
 
 CLI::App* AddServeCommand(CLI::App& app, ServeOptions& opts) {
-  auto* serve = app.add_subcommand("serve", "Run a prefill or decode node until SIGINT/SIGTERM");
+  auto* serve = app.add_subcommand("serve", "Run a prefill, decode or scout node until SIGINT/SIGTERM");
   serve->require_subcommand(1);
   auto add_common = [&opts](CLI::App* cmd, const char* default_listen) {
     cmd->add_option("--listen", opts.listen, "host:port to listen on (port 0: the OS chooses)")
@@ -35,7 +38,7 @@ CLI::App* AddServeCommand(CLI::App& app, ServeOptions& opts) {
     cmd->add_option("--presets", opts.preset_files, "File of named codec presets, 'name = config' per line (repeatable; e.g. presets and a quality ladder)");
     cmd->add_option("--log-level", opts.log_level, "Least level of the JSON log lines on stderr")->capture_default_str()->check(CLI::IsMember({"debug", "info", "warning", "error"}));
   };
-  auto* decode = serve->add_subcommand("decode", "Serve kvwire.v1.DecodeNode: rebuild uploaded caches and generate");
+  auto* decode = serve->add_subcommand("decode", "Serve kvwire.v1.DecodeNode (rebuild uploaded caches and generate) and kvwire.v1.PromptNode (the scout and text paths)");
   add_common(decode, "127.0.0.1:50051");
   decode->callback([&opts] {
     opts.role = "decode";
@@ -49,6 +52,15 @@ CLI::App* AddServeCommand(CLI::App& app, ServeOptions& opts) {
     opts.role = "prefill";
     if (opts.listen.empty()) opts.listen = "127.0.0.1:50052";
   });
+  auto* scout = serve->add_subcommand("scout", "Serve kvwire.v1.ScoutNode: a small model picks the positions to keep; only token ids and positions go to the big model's node");
+  add_common(scout, "127.0.0.1:50053");
+  scout->add_option("--target", opts.target_address, "The big model's decode node host:port (its PromptNode)")->required();
+  scout->add_option("--codec", opts.codec, "Default codec (its selection is used): a preset name or config text")->default_str("scout-q2c25");
+  scout->callback([&opts] {
+    opts.role = "scout";
+    if (opts.listen.empty()) opts.listen = "127.0.0.1:50053";
+    if (opts.codec == "int4-rans") opts.codec = "scout-q2c25";  // the prefill default means nothing here
+  });
   return serve;
 }
 
@@ -58,6 +70,43 @@ namespace {
 std::string HostOf(const std::string& address) {
   const size_t colon = address.rfind(':');
   return colon == std::string::npos ? address : address.substr(0, colon);
+}
+
+int WaitForStopSignal(sigset_t& stop_signals) {
+  int sig = 0;
+  if (int err = sigwait(&stop_signals, &sig); err != 0) {
+    std::cerr << "kvwire serve: sigwait failed (" << err << ")\n";
+    sig = SIGTERM;
+  }
+  return sig;
+}
+
+// The scout node has no metrics endpoint yet; it logs its start and stop like the others.
+int RunScout(const ServeOptions& opts, const kvwire::nodes::NodeOptions& node,
+             sigset_t& stop_signals) {
+  auto scout = kvwire::scout::StartScoutNode({.listen_address = node.listen_address,
+                                              .model = node.model,
+                                              .prompt_address = opts.target_address,
+                                              .default_codec = opts.codec,
+                                              .presets = node.presets,
+                                              .workers = opts.workers});
+  if (!scout.ok()) {
+    std::cerr << "kvwire serve scout: " << scout.status().ToString() << "\n";
+    return 1;
+  }
+  const std::string address = HostOf(opts.listen) + ":" + std::to_string((*scout)->port());
+  std::cout << "kvwire scout node listening on " << address << " target=" << opts.target_address
+            << std::endl;
+  kvwire::metrics::LogEvent(kvwire::metrics::LogLevel::kInfo, "node_started",
+                            {{"role", "scout"}, {"address", address},
+                             {"target", opts.target_address}});
+  const int sig = WaitForStopSignal(stop_signals);
+  kvwire::metrics::LogEvent(kvwire::metrics::LogLevel::kInfo, "node_stopping",
+                            {{"role", "scout"}, {"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"}});
+  (*scout)->Shutdown(std::chrono::milliseconds(static_cast<int64_t>(opts.grace_seconds * 1000)));
+  scout->reset();
+  kvwire::metrics::LogEvent(kvwire::metrics::LogLevel::kInfo, "node_stopped", {{"role", "scout"}});
+  return 0;
 }
 
 }  // namespace
@@ -73,8 +122,9 @@ int RunServe(const ServeOptions& opts) {
     std::cerr << "kvwire serve: pthread_sigmask failed (" << err << ")\n";
     return 1;
   }
-  // grpc.health.v1.Health on every server built from now on (reports SERVING while up).
+  // grpc.health.v1.Health and server reflection on every server built from now on.
   grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   if (absl::Status s = kvwire::metrics::SetLogLevel(opts.log_level); !s.ok()) {
     std::cerr << "kvwire serve: " << s.message() << "\n";
     return 1;
@@ -98,6 +148,11 @@ int RunServe(const ServeOptions& opts) {
   node.default_max_new_tokens = opts.max_new_tokens;
   node.metrics_port = opts.metrics_port;
   node.presets = *std::move(presets);
+  if (opts.role == "scout") return RunScout(opts, node, stop_signals);
+  node.extra_decode_service = [&opts](const kvwire::nodes::NodeModel& model) {
+    return std::make_unique<kvwire::scout::PromptNodeService>(kvwire::scout::PromptServiceOptions{
+        .model = &model, .workers = opts.workers, .default_max_new_tokens = opts.max_new_tokens});
+  };
   auto server = opts.role == "prefill" ? kvwire::nodes::StartPrefillNode(node)
                                        : kvwire::nodes::StartDecodeNode(node);
   if (!server.ok()) {
@@ -120,11 +175,7 @@ int RunServe(const ServeOptions& opts) {
                              {"device", opts.device},
                              {"presets", node.presets.size()}});
 
-  int sig = 0;
-  if (int err = sigwait(&stop_signals, &sig); err != 0) {
-    std::cerr << "kvwire serve: sigwait failed (" << err << ")\n";
-    sig = SIGTERM;
-  }
+  const int sig = WaitForStopSignal(stop_signals);
   kvwire::metrics::LogEvent(kvwire::metrics::LogLevel::kInfo, "node_stopping",
                             {{"role", opts.role}, {"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"},
                              {"grace_seconds", opts.grace_seconds}});

@@ -1,4 +1,4 @@
-// `kvwire serve decode|prefill`: runs one node until SIGINT or SIGTERM.
+// `kvwire serve decode|prefill|scout`: runs one node until SIGINT or SIGTERM.
 #pragma once
 
 #include <string>
@@ -9,7 +9,7 @@
 namespace kvwire::cli {
 
 struct ServeOptions {
-  std::string role;  // "decode" or "prefill"
+  std::string role;  // "decode", "prefill" or "scout"
   std::string listen;
   std::string model_dir;
   std::string tokenizer_path;
@@ -19,6 +19,7 @@ struct ServeOptions {
   int workers = 2;
   int max_new_tokens = 128;
   std::string decode_address;    // prefill only
+  std::string target_address;    // scout only: the big model's (decode) node
   std::string codec = "int4-rans";  // prefill only: default preset or config text
   double grace_seconds = 5;
   int metrics_port = 0;              // -1: no /metrics; 0: the OS chooses
@@ -26,7 +27,7 @@ struct ServeOptions {
   std::string log_level = "info";
 };
 
-// Adds `serve` with its `decode` and `prefill` subcommands to `app`; `opts.role` is set by the
+// Adds `serve` with its `decode`, `prefill` and `scout` subcommands to `app`; `opts.role` is set by the
 // one that is parsed. Returns the `serve` subcommand.
 CLI::App* AddServeCommand(CLI::App& app, ServeOptions& opts);
 

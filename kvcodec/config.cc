@@ -372,6 +372,7 @@ const std::vector<std::pair<std::string, std::string>>& PresetTable() {
   // Each preset exists because a seed experiment or a deployment needs it by name.
   static const auto* table = new std::vector<std::pair<std::string, std::string>>{
       {"full", "plan=*:raw"},
+      {"bf16", "plan=*:bf16"},
       {"full-zstd", "plan=*:raw;entropy=zstd/3"},
       {"full-rans", "plan=*:raw;entropy=rans"},
       {"int8", "plan=*:int8;entropy=rans"},

@@ -9,7 +9,7 @@
 namespace kvwire::nodes {
 namespace {
 
-absl::Status BuildAndStart(const std::string& address, grpc::Service* service,
+absl::Status BuildAndStart(const std::string& address, std::vector<grpc::Service*> services,
                            std::unique_ptr<grpc::Server>* server, int* port) {
   grpc::ServerBuilder builder;
   transport::ConfigureServerBuilder(builder);
@@ -18,7 +18,7 @@ absl::Status BuildAndStart(const std::string& address, grpc::Service* service,
   // Calls in flight when the connection ages out finish on it.
   builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, 5 * 60 * 1000);
   builder.AddListeningPort(address, grpc::InsecureServerCredentials(), port);
-  builder.RegisterService(service);
+  for (grpc::Service* service : services) builder.RegisterService(service);
   *server = builder.BuildAndStart();
   if (*server == nullptr || *port == 0) {
     if (*server != nullptr) (*server)->Shutdown();
@@ -63,6 +63,7 @@ void RunningServer::Shutdown(std::chrono::milliseconds grace) {
   // The services outlive the server and wait for their own workers / consumers.
   prefill_service_.reset();
   decode_service_.reset();
+  extra_service_.reset();
   metrics_server_.reset();
 }
 
@@ -89,8 +90,13 @@ absl::StatusOr<std::unique_ptr<RunningServer>> StartDecodeNode(const NodeOptions
                                       .consumer = running->consumer_.get(),
                                       .metrics = running->metrics_.get(),
                                       .preset_names = std::move(preset_names)});
-  if (absl::Status s = BuildAndStart(opts.listen_address, running->decode_service_.get(),
-                                     &running->server_, &running->port_);
+  std::vector<grpc::Service*> services = {running->decode_service_.get()};
+  if (opts.extra_decode_service) {
+    running->extra_service_ = opts.extra_decode_service(*running->model_);
+    services.push_back(running->extra_service_.get());
+  }
+  if (absl::Status s = BuildAndStart(opts.listen_address, services, &running->server_,
+                                     &running->port_);
       !s.ok()) {
     running->shut_down_ = true;
     return s;
@@ -124,7 +130,7 @@ absl::StatusOr<std::unique_ptr<RunningServer>> StartPrefillNode(const NodeOption
       .workers = opts.workers,
       .presets = opts.presets,
       .metrics = running->metrics_.get()});
-  if (absl::Status s = BuildAndStart(opts.listen_address, running->prefill_service_.get(),
+  if (absl::Status s = BuildAndStart(opts.listen_address, {running->prefill_service_.get()},
                                      &running->server_, &running->port_);
       !s.ok()) {
     running->shut_down_ = true;

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -35,6 +36,10 @@ struct NodeOptions {
   std::string metrics_host;
   // Named presets (preset files): codecs requests may name, and metric label values.
   PresetMap presets;
+  // Decode node only: more services to serve beside DecodeNode on the same port, made once the
+  // model is loaded (the scout and text paths' PromptNode, server/scout, which depends on this
+  // library and so is passed in rather than named here).
+  std::function<std::unique_ptr<grpc::Service>(const NodeModel&)> extra_decode_service;
 };
 
 class RunningServer {
@@ -69,6 +74,7 @@ class RunningServer {
   std::unique_ptr<NodeModel> model_;
   std::unique_ptr<EngineConsumer> consumer_;
   std::unique_ptr<transport::DecodeNodeService> decode_service_;
+  std::unique_ptr<grpc::Service> extra_service_;
   std::unique_ptr<PrefillNodeService> prefill_service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
