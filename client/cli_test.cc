@@ -265,5 +265,70 @@ TEST(CliTest, ServePortInUseFails) {
   EXPECT_THAT(serve.err(), HasSubstr("cannot listen"));
 }
 
+
+// The scout and text paths as processes: a decode node (which also serves PromptNode) and a
+// scout node in front of it; only token ids and positions cross; killing the big node makes the
+// scout answer UNAVAILABLE, never hang.
+TEST(CliTest, ServeScoutTextAndScoutPaths) {
+  const std::string kvwire = KVWIRE_BINARY;
+  std::string tmpl = (std::filesystem::temp_directory_path() / "cli_scout_XXXXXX").string();
+  ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
+  const std::filesystem::path root(tmpl);
+  struct Cleanup {
+    std::filesystem::path p;
+    ~Cleanup() { std::filesystem::remove_all(p); }
+  } cleanup{root};
+  WriteModel(root / "model");
+  if (HasFatalFailure()) return;
+  const std::string model = (root / "model").string();
+
+  Child decode({kvwire, "serve", "decode", "--listen", "127.0.0.1:0", "--model", model,
+                "--threads", "1", "--max-new-tokens", "6"});
+  const std::string decode_addr = ListenAddress(decode.FirstLine(In(60)), "decode");
+  ASSERT_FALSE(decode_addr.empty()) << decode.err();
+  Child scout({kvwire, "serve", "scout", "--listen", "127.0.0.1:0", "--model", model,
+               "--threads", "1", "--target", decode_addr});
+  const std::string scout_line = scout.FirstLine(In(60));
+  const size_t at = scout_line.find("listening on ");
+  ASSERT_NE(at, std::string::npos) << scout_line << scout.err();
+  const std::string scout_addr =
+      scout_line.substr(at + 13, scout_line.find(' ', at + 13) - (at + 13));
+
+  const std::string context =
+      "The keeper's daughter rowed out to the reef and brought back nine sailors. The town "
+      "named the new pier after her, and the children race boats to the reef every spring.";
+  for (const char* preset : {"text", "scout-q2c25"}) {
+    Child gen({kvwire, "generate", "--scout", scout_addr, "--context", context, "--question",
+               "Who rowed out?", "--preset", preset, "--max-new-tokens", "4", "--timeout", "60",
+               "--json"});
+    ASSERT_EQ(gen.Wait(In(90)), 0) << preset << " stdout: " << gen.out() << "\nstderr: " << gen.err();
+    const json j = json::parse(gen.out(), nullptr, false);
+    ASSERT_FALSE(j.is_discarded()) << gen.out();
+    const json& s = j["stats"];
+    EXPECT_GT(s["generated_tokens"].get<int>(), 0) << preset;
+    EXPECT_LT(s["wire_bytes"].get<uint64_t>() * 20, s["raw_bytes"].get<uint64_t>()) << preset;
+    if (std::string(preset) == "text") {
+      EXPECT_DOUBLE_EQ(s["kept_fraction"].get<double>(), 1.0);
+    } else {
+      EXPECT_LT(s["kept_fraction"].get<double>(), 0.5);
+      EXPECT_DOUBLE_EQ(s["selection_overlap"].get<double>(), 1.0);  // same model both ends
+    }
+  }
+  {
+    Child health({kvwire, "health", "--target", scout_addr, "--timeout", "10"});
+    EXPECT_EQ(health.Wait(In(30)), 0) << health.err();
+  }
+  ASSERT_EQ(kill(decode.pid(), SIGKILL), 0);
+  decode.Wait(In(15));
+  {
+    Child gen({kvwire, "generate", "--scout", scout_addr, "--context", context, "--question",
+               "Who?", "--preset", "text", "--timeout", "30"});
+    EXPECT_EQ(gen.Wait(In(60)), 1) << gen.out();
+    EXPECT_THAT(gen.err(), HasSubstr("UNAVAILABLE"));
+  }
+  ASSERT_EQ(kill(scout.pid(), SIGTERM), 0);
+  EXPECT_EQ(scout.Wait(In(15)), 0) << scout.err();
+}
+
 }  // namespace
 }  // namespace kvwire
