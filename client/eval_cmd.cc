@@ -129,7 +129,7 @@ absl::StatusOr<std::vector<eval::EvalConfig>> BuildConfigs(const EvalOptions& o,
 }
 
 std::string Settings(const EvalOptions& o) {
-  std::string s = absl::StrCat("dtype=", o.dtype, ";fidelity_tokens=", o.fidelity_tokens,
+  std::string s = absl::StrCat("scout=", o.scout_dir, ";dtype=", o.dtype, ";fidelity_tokens=", o.fidelity_tokens,
                                ";max_new_tokens=", o.max_new_tokens, ";attention=", !o.no_attention_error,
                                ";window=", o.observation_window);
   if (!o.text_path.empty()) {
@@ -165,6 +165,9 @@ CLI::Option* AddEvalOptions(CLI::App* cmd, EvalOptions& o) {
   cmd->add_option("--dtype", o.dtype, "Engine dtype")->capture_default_str()->check(CLI::IsMember({"float32", "bfloat16"}));
   cmd->add_option("--threads", o.threads, "Torch threads; 0 = all cores")->capture_default_str()->check(CLI::Range(0, 1024));
   cmd->add_option("--device", o.device, "cpu, cuda or cuda:N")->capture_default_str();
+  cmd->add_option("--scout", o.scout_dir,
+                  "Scout model directory for the scout matrix (selection from the scout, overlap with the model's own)")
+      ->check(CLI::ExistingDirectory);
   auto* tasks = cmd->add_option("--tasks", o.tasks_path, "Task file (JSONL; SQuAD JSON)")->check(CLI::ExistingFile);
   auto* text = cmd->add_option("--text", o.text_path, "Plain text file, or - for stdin (fidelity only)");
   tasks->excludes(text);
@@ -210,6 +213,15 @@ absl::StatusOr<EvalRun> RunEvalJob(const EvalOptions& o) {
   std::string reference;
   auto configs = BuildConfigs(o, shape, &reference);
   if (!configs.ok()) return configs.status();
+  std::unique_ptr<nodes::NodeModel> scout;
+  if (!o.scout_dir.empty()) {
+    nodes::ModelOptions so = mo;
+    so.model_dir = o.scout_dir;
+    so.tokenizer_path.clear();
+    auto loaded = nodes::NodeModel::Load(so);
+    if (!loaded.ok()) return absl::Status(loaded.status().code(), absl::StrCat("scout: ", loaded.status().message()));
+    scout = *std::move(loaded);
+  }
 
   // Input.
   std::vector<eval::TaskExample> examples;
@@ -296,6 +308,7 @@ absl::StatusOr<EvalRun> RunEvalJob(const EvalOptions& o) {
   ro.fidelity_tokens = o.fidelity_tokens;
   ro.attention_error = !o.no_attention_error;
   ro.observation_window = o.observation_window;
+  ro.scout = scout.get();
   eval::Evaluator evaluator(**model, ro);
   for (const eval::TaskExample& ex : examples) {
     if (absl::Status s = evaluator.RunExample(ex, *configs, skip, sink); !s.ok()) return s;

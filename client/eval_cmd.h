@@ -22,6 +22,8 @@ struct EvalOptions {
   std::string dtype = "float32";
   int threads = 0;
   std::string device = "cpu";
+  // Scout model of the "scout" matrix (same tokenizer as --model).
+  std::string scout_dir;
   // Input: a task file, or plain text (a file or "-" for stdin).
   std::string tasks_path;
   std::string format = "kvwire";

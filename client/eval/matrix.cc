@@ -112,7 +112,7 @@ absl::StatusOr<std::vector<EvalConfig>> ReadConfigFile(const std::string& path) 
 }
 
 std::vector<std::string> MatrixNames() {
-  return {"selection", "budgets", "quant", "layers", "delta", "svd", "pipelines", "bits", "presets"};
+  return {"selection", "budgets", "quant", "layers", "delta", "svd", "pipelines", "bits", "scout", "presets"};
 }
 
 absl::StatusOr<std::vector<EvalConfig>> NamedMatrix(std::string_view name, const ModelShape& shape) {
@@ -211,6 +211,19 @@ absl::StatusOr<std::vector<EvalConfig>> NamedMatrix(std::string_view name, const
     b.Add("int4", "plan=*:int4");
     b.Add("int3", "plan=*:int3");
     b.Add("int2", "plan=*:int2");
+  } else if (name == "scout") {
+    for (const char* method : {"q2c", "snapkv"}) {
+      const std::string label = std::string_view(method) == "q2c" ? "Q2C" : "SnapKV";
+      for (double keep : {0.25, 0.5, 0.75}) {
+        const std::string text = absl::StrCat("select=", method, ";keep=", keep);
+        const std::string base = absl::StrCat(method, Percent(keep).substr(0, 2));
+        b.Add(base, text, absl::StrCat(label, " own (per layer)"), Percent(keep));
+        b.Add(base + "-global", text, absl::StrCat(label, " own (global)"), Percent(keep));
+        if (b.status.ok()) b.configs.back().source = SelectionSource::kGlobal;
+        b.Add(base + "-scout", text, absl::StrCat(label, " from the scout"), Percent(keep));
+        if (b.status.ok()) b.configs.back().source = SelectionSource::kScout;
+      }
+    }
   } else if (name == "presets") {
     for (const std::string& p : kvcodec::PresetNames()) {
       if (p != "full") b.Add(p, p);

@@ -13,9 +13,18 @@
 
 namespace kvwire::eval {
 
+// Where a configuration's kept token positions come from.
+enum class SelectionSource {
+  kOwn,     // kvcodec's selection on the model's own scores (per layer and head as configured)
+  kGlobal,  // one position set for all layers and heads, from the model's own scores summed
+            // over layers and heads (what a scout's choice is compared with)
+  kScout,   // the same, from the scout model's scores (seed 003's scout transfer; needs a scout)
+};
+
 struct EvalConfig {
   ConfigLabel label;  // label.codec is the canonical text (CodecConfig::ToString)
   kvcodec::CodecConfig codec;
+  SelectionSource source = SelectionSource::kOwn;
 };
 
 // One spec: a preset name ("int4"), config text ("select=snapkv;keep=0.25;plan=*:int4"), or a
@@ -44,6 +53,8 @@ struct ModelShape {
 //   svd         SVD rank 4..64 (at most head_dim)
 //   pipelines   SnapKV/Q2C x 25..100% x INT8/INT4/mixed INT4 (layer 0 raw), rANS coded
 //   bits        full, INT8, INT4, INT3, INT2 (issue 9's monotonicity check)
+//   scout       Q2C and SnapKV at 25/50/75%: own per-layer selection, own global selection, and
+//               the scout's global selection (needs a scout model at run time)
 //   presets     every kvcodec preset
 // "full" (the lossless reference) is always first. NotFound for an unknown name.
 absl::StatusOr<std::vector<EvalConfig>> NamedMatrix(std::string_view name, const ModelShape& shape);

@@ -110,7 +110,8 @@ std::string RecordToJsonLine(const EvalRecord& r) {
             {"nll_reference", Number(r.fidelity.nll_reference)},
             {"key_error", Numbers(r.key_error)},
             {"value_error", Numbers(r.value_error)},
-            {"attention_error", Numbers(r.attention_error)}};
+            {"attention_error", Numbers(r.attention_error)},
+            {"selection_overlap", Number(r.selection_overlap)}};
   if (r.score) j["score"] = Number(*r.score);
   // Predictions are model output and may hold invalid UTF-8.
   return j.dump(-1, ' ', false, json::error_handler_t::replace);
@@ -149,6 +150,7 @@ absl::StatusOr<EvalRecord> RecordFromJsonLine(std::string_view line) {
   rd.GetList("key_error", r.key_error);
   rd.GetList("value_error", r.value_error);
   rd.GetList("attention_error", r.attention_error);
+  rd.Get("selection_overlap", r.selection_overlap);
   if (j.contains("score")) {
     double score = kNaN;
     rd.Get("score", score);

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <set>
@@ -44,6 +45,8 @@ struct EvalRecord {
   std::vector<double> key_error;
   std::vector<double> value_error;
   std::vector<double> attention_error;
+  // Scout selections: |scout's kept set ∩ the model's own global set| / |own set| (NaN else).
+  double selection_overlap = std::numeric_limits<double>::quiet_NaN();
 };
 
 // One JSON object, no newline. Non-finite numbers are written as null and read back as NaN.

@@ -131,7 +131,7 @@ EvalSummary Summarize(const std::vector<EvalRecord>& records, const std::vector<
     s.label = label;
     const auto& rs = by_config[label.name];
     s.examples = static_cast<int64_t>(rs.size());
-    Mean score, enc, dec, gen;
+    Mean score, enc, dec, gen, overlap;
     double bytes = 0, raw = 0, fixed = 0, tokens = 0, elements = 0, kept = 0;
     std::vector<double> scores;
     std::vector<std::vector<double>> ke, ve, ae;
@@ -140,6 +140,7 @@ EvalSummary Summarize(const std::vector<EvalRecord>& records, const std::vector<
         score.Add(*r->score);
         if (std::isfinite(*r->score)) scores.push_back(*r->score);
       }
+      overlap.Add(r->selection_overlap);
       enc.Add(r->encode_seconds);
       dec.Add(r->decode_seconds);
       gen.Add(r->generate_seconds);
@@ -169,6 +170,7 @@ EvalSummary Summarize(const std::vector<EvalRecord>& records, const std::vector<
     s.bits_per_element = elements ? 8 * bytes / elements : kNaN;
     s.bandwidth_fraction = raw ? bytes / raw : kNaN;
     s.kept_fraction = elements ? kept / elements : kNaN;
+    s.selection_overlap = overlap.value();
     s.encode_seconds = enc.value();
     s.decode_seconds = dec.value();
     s.generate_seconds = gen.value();
@@ -227,25 +229,34 @@ bool BeatsBeyondNoise(const PairedDelta& d, double z, double margin) {
   return d.examples > 0 && d.mean > z * d.stderr_ + margin;
 }
 
+static bool HasOverlap(const EvalSummary& s) {
+  for (const ConfigSummary& c : s.configs) {
+    if (std::isfinite(c.selection_overlap)) return true;
+  }
+  return false;
+}
+
 std::string FormatTable(const EvalSummary& summary) {
   const bool scores = HasScores(summary);
+  const bool overlap = HasOverlap(summary);
   size_t width = 6;
   for (const ConfigSummary& c : summary.configs) width = std::max(width, c.label.name.size());
   width = std::min<size_t>(width, 40);
   std::string out = absl::StrFormat("%-*s %5s", width + 2, "config", "n");
   if (scores) out += absl::StrFormat(" %7s %7s", "score", "%full");
-  out += absl::StrFormat(" %7s %8s %9s %8s %9s %8s %7s %7s %8s\n", "agree", "KL", "ppl", "attn.err",
-                         "bytes/req", "bits/el", "bw%", "kept%", "s/req");
+  out += absl::StrFormat(" %7s %8s %9s %8s %9s %8s %7s %7s %8s%s\n", "agree", "KL", "ppl", "attn.err",
+                         "bytes/req", "bits/el", "bw%", "kept%", "s/req", overlap ? "  overlap" : "");
   for (const ConfigSummary& c : summary.configs) {
     std::string name = c.label.name.size() > width ? c.label.name.substr(0, width - 1) + "~" : c.label.name;
     out += absl::StrFormat("%s %-*s %5d", c.pareto ? "*" : " ", width, name, c.examples);
     if (scores) out += absl::StrFormat(" %7s %7s", F(100 * c.score, 2), F(100 * c.relative_score, 1));
     const double ppl = c.fidelity.perplexity_candidate();
-    out += absl::StrFormat(" %7s %8s %9s %8s %9s %8s %7s %7s %8s\n", F(c.fidelity.agreement(), 4),
+    out += absl::StrFormat(" %7s %8s %9s %8s %9s %8s %7s %7s %8s%s\n", F(c.fidelity.agreement(), 4),
                            G(c.fidelity.mean_kl()), G(ppl), G(c.attention_error),
                            HumanBytes(c.bytes_per_request), F(c.bits_per_element, 3),
                            F(100 * c.bandwidth_fraction, 2), F(100 * c.kept_fraction, 1),
-                           G(c.seconds_per_request));
+                           G(c.seconds_per_request),
+                           overlap ? absl::StrFormat(" %8s", F(100 * c.selection_overlap, 1) + (std::isfinite(c.selection_overlap) ? "%" : "")) : "");
   }
   out += absl::StrCat("* = on the Pareto front of ", std::string(QualityName(summary.quality)),
                       " against bytes per request");
@@ -270,7 +281,7 @@ std::string ToCsv(const EvalSummary& summary) {
       "config,codec,row,column,examples,score,score_stderr,relative_score,agreement,mean_kl,"
       "perplexity,perplexity_full,attention_error,key_error,value_error,bytes_per_request,"
       "bytes_per_token,fixed_bytes,bits_per_element,bandwidth_fraction,kept_fraction,"
-      "encode_seconds,decode_seconds,generate_seconds,seconds_per_request,pareto,"
+      "encode_seconds,decode_seconds,generate_seconds,seconds_per_request,selection_overlap,pareto,"
       "key_error_by_layer,value_error_by_layer,attention_error_by_layer\n";
   auto num = [](double x) { return std::isfinite(x) ? absl::StrFormat("%.9g", x) : std::string(); };
   for (const ConfigSummary& c : summary.configs) {
@@ -282,7 +293,7 @@ std::string ToCsv(const EvalSummary& summary) {
          num(f.perplexity_reference()), num(c.attention_error), num(c.key_error), num(c.value_error),
          num(c.bytes_per_request), num(c.bytes_per_token), num(c.fixed_bytes), num(c.bits_per_element),
          num(c.bandwidth_fraction), num(c.kept_fraction), num(c.encode_seconds), num(c.decode_seconds),
-         num(c.generate_seconds), num(c.seconds_per_request), c.pareto ? "1" : "0",
+         num(c.generate_seconds), num(c.seconds_per_request), num(c.selection_overlap), c.pareto ? "1" : "0",
          Join(c.key_error_by_layer), Join(c.value_error_by_layer), Join(c.attention_error_by_layer)},
         ",");
     out += "\n";
@@ -329,6 +340,7 @@ std::string ToJson(const EvalSummary& summary, std::string_view extra_json) {
                        {"decode_seconds", Num(c.decode_seconds)},
                        {"generate_seconds", Num(c.generate_seconds)},
                        {"seconds_per_request", Num(c.seconds_per_request)},
+                       {"selection_overlap", Num(c.selection_overlap)},
                        {"pareto", c.pareto}});
   }
   json j = {{"reference", summary.reference},
@@ -386,6 +398,21 @@ std::string SeedTable(const EvalSummary& summary, std::string_view title) {
         out += absl::StrCat(" ", it == grid.end() ? "-" : cell(*it->second), " |");
       }
       out += "\n";
+    }
+    if (HasOverlap(summary)) {
+      out += absl::StrCat("\nSelection overlap with the model's own global choice\n\n| Method | ",
+                          absl::StrJoin(cols, " | "), " |\n|---|");
+      for (size_t i = 0; i < cols.size(); ++i) out += "---|";
+      out += "\n";
+      for (const std::string& r : rows) {
+        out += absl::StrCat("| ", r, " |");
+        for (const std::string& c : cols) {
+          auto it = grid.find({r, c});
+          const bool has = it != grid.end() && std::isfinite(it->second->selection_overlap);
+          out += absl::StrCat(" ", has ? F(100 * it->second->selection_overlap, 1) + "%" : "-", " |");
+        }
+        out += "\n";
+      }
     }
     out += absl::StrCat("\nBandwidth (% of the full cache at 16 bits)\n\n| Method | ",
                         absl::StrJoin(cols, " | "), " |\n|---|");

@@ -59,6 +59,7 @@ struct ConfigSummary {
   double key_error = 0;
   double value_error = 0;
   double attention_error = 0;
+  double selection_overlap = 0;  // mean over examples; NaN unless a scout selection
   bool pareto = false;  // on the Pareto front of quality against bytes_per_request
 };
 

@@ -16,6 +16,7 @@
 #include "server/engine/engine.h"
 #include "server/modelio/hf_config.h"
 #include "server/nodes/prefill_service.h"
+#include "server/scout/token_selection.h"
 
 namespace kvwire::eval {
 namespace {
@@ -185,6 +186,37 @@ absl::StatusOr<std::vector<TextSample>> CutText(std::span<const int32_t> tokens,
   return out;
 }
 
+// A prefill result holding only the scores `method` ranks by, the form scout::SelectPositions
+// takes (it would otherwise pick whichever scores the shared prefill computed).
+absl::StatusOr<engine::PrefillResult> ScoresFor(const kvcodec::SelectionConfig& sel,
+                                                const engine::PrefillResult& prefill,
+                                                const std::map<int, kvcodec::ImportanceScores>& windows) {
+  engine::PrefillResult v;
+  v.shape = prefill.shape;
+  switch (sel.method) {
+    case SelectionMethod::kSnapKV: {
+      auto it = windows.find(std::max(1, sel.window));
+      if (it != windows.end()) v.window_scores = it->second;
+      else v.window_scores = prefill.window_scores;
+      break;
+    }
+    case SelectionMethod::kQ2C:
+      v.question_scores = prefill.question_scores;
+      break;
+    case SelectionMethod::kH2O:
+      v.accumulated_scores = prefill.accumulated_scores;
+      break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(
+          "global and scout selections support q2c, snapkv and h2o, not ",
+          std::string(kvcodec::SelectionMethodName(sel.method))));
+  }
+  if (!v.window_scores && !v.question_scores && !v.accumulated_scores) {
+    return absl::InternalError("the prefill lacks the scores of the selection");
+  }
+  return v;
+}
+
 struct Evaluator::Work {
   std::string example_id;
   std::string task;
@@ -313,6 +345,43 @@ absl::Status Evaluator::Run(Work& w, std::span<const EvalConfig> configs, const 
   }
   const double prefill_seconds = Since(prefill_start);
   const kvcodec::CacheShape& shape = prefill->shape;
+
+  // The scout's prefill on the same tokens, when a configuration takes the scout's positions.
+  std::optional<engine::PrefillResult> scout_prefill;
+  std::map<int, kvcodec::ImportanceScores> scout_windows;
+  for (const EvalConfig* c : todo) {
+    if (c->source != SelectionSource::kScout || scout_prefill) continue;
+    const nodes::NodeModel* scout = options_.scout;
+    if (scout == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("configuration ", c->label.name, " selects with a scout model; give one"));
+    }
+    if (w.example != nullptr) {
+      kvwire::v1::GenerateRequest request;
+      request.set_context(w.example->context);
+      request.set_question(w.example->question);
+      auto scout_prompt = nodes::BuildPrompt(*scout, request);
+      if (!scout_prompt.ok()) return scout_prompt.status();
+      if (scout_prompt->token_ids != w.prompt) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            w.example_id, ": the scout tokenizes the prompt differently from the model (scout transfer shares token positions)"));
+      }
+    } else {
+      auto text = model_.tokenizer->Decode(w.prompt, /*skip_special=*/true);
+      auto again = text.ok() ? scout->tokenizer->Encode(*text, false) : text.status();
+      if (!again.ok() || !std::equal(again->begin(), again->end(), w.prompt.begin() + (w.prompt.size() - again->size()))) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            w.example_id, ": the scout tokenizes the text differently from the model (scout transfer shares token positions)"));
+      }
+    }
+    engine::PrefillOptions sopts = popts;
+    sopts.debug_return_queries = false;
+    auto sp = scout->engine->Prefill(cache_ids, sopts);
+    if (!sp.ok()) return sp.status();
+    if (sp->window_scores) scout_windows[sopts.snapkv_window] = *sp->window_scores;
+    scout_prefill = *std::move(sp);
+    scout_prefill->keys.clear();
+    scout_prefill->values.clear();
+  }
   const std::vector<kvcodec::LayerView> views = prefill->layer_views();
 
   // The reference: the full cache, no codec, the same decode path.
@@ -401,7 +470,32 @@ absl::Status Evaluator::Run(Work& w, std::span<const EvalConfig> configs, const 
         break;
     }
     const Clock::time_point encode_start = Clock::now();
-    auto kept = kvcodec::Select(sel, shape, scores, cache_ids);
+    absl::StatusOr<kvcodec::Selection> kept;
+    if (c->source == SelectionSource::kOwn) {
+      kept = kvcodec::Select(sel, shape, scores, cache_ids);
+    } else {
+      // One position set for every layer and head, from summed scores (scout::SelectPositions).
+      auto positions_from = [&](const engine::PrefillResult& p, const std::map<int, kvcodec::ImportanceScores>& windows)
+          -> absl::StatusOr<std::vector<int32_t>> {
+        auto view = ScoresFor(c->codec.selection, p, windows);
+        if (!view.ok()) return view.status();
+        return scout::SelectPositions(c->codec.selection, *view, q_begin, q_end, cache_ids);
+      };
+      auto positions = c->source == SelectionSource::kScout ? positions_from(*scout_prefill, scout_windows)
+                                                            : positions_from(*prefill, window_scores);
+      if (positions.ok()) {
+        kvcodec::Selection all;
+        all.kept.assign(shape.num_layers, std::vector<std::vector<int32_t>>(shape.num_kv_heads, *positions));
+        kept = std::move(all);
+        if (c->source == SelectionSource::kScout) {
+          auto own = positions_from(*prefill, window_scores);
+          if (!own.ok()) return own.status();
+          rec.selection_overlap = scout::Overlap(*positions, *own);
+        }
+      } else {
+        kept = positions.status();
+      }
+    }
     if (!kept.ok()) return absl::Status(kept.status().code(), absl::StrCat(c->label.name, ": ", kept.status().message()));
     kvcodec::ByteAccounting acct;
     auto frame = kvcodec::EncodeFrame(shape, codec, model_.fingerprint, prefill->positions, views, *kept, &acct);

@@ -44,6 +44,9 @@ struct RunnerOptions {
   // `observation_window` cached positions). Costs one extra query buffer per layer.
   bool attention_error = true;
   int observation_window = 32;
+  // The small model of SelectionSource::kScout configurations (not owned). It must tokenize
+  // prompts exactly like the evaluated model.
+  const nodes::NodeModel* scout = nullptr;
 };
 
 // The generation limit of LongBench's dataset2maxlen and RULER's task configs; 32 for kvwire's
@@ -78,8 +81,10 @@ class Evaluator {
   Evaluator(const nodes::NodeModel& model, RunnerOptions options);
 
   // InvalidArgument for a prompt of fewer than 2 tokens or one that leaves no room to generate,
-  // a Q2C configuration without a question span, or an example whose task has no scorer
-  // (scoring.h's FindTask).
+  // a Q2C configuration without a question span, an example whose task has no scorer
+  // (scoring.h's FindTask), a kScout configuration without a scout or with a scout that
+  // tokenizes the prompt differently, or a kGlobal/kScout configuration whose method is not
+  // Q2C, SnapKV or H2O.
   absl::Status RunExample(const TaskExample& example, std::span<const EvalConfig> configs,
                           const SkipFn& skip, const RecordSink& sink);
 

@@ -301,6 +301,70 @@ TEST_F(RunnerTest, BadInputsAreErrors) {
             absl::StatusCode::kDataLoss);
 }
 
+TEST_F(RunnerTest, ScoutTransferOverlapAndSelfScoutMatchesGlobal) {
+  auto matrix = NamedMatrix("scout", ModelShape{3, 16});
+  ASSERT_TRUE(matrix.ok());
+  // The model as its own scout: the same positions as its global choice, overlap exactly 1.
+  RunnerOptions self;
+  self.scout = model_;
+  auto self_run = [&]() {
+    auto cut = CutText(TextTokens(200), 160, 40, 1, std::nullopt, "t");
+    std::vector<EvalRecord> records;
+    Evaluator ev(*model_, self);
+    absl::Status st = ev.RunText((*cut)[0], *matrix, {}, [&](EvalRecord r) {
+      records.push_back(std::move(r));
+      return absl::OkStatus();
+    });
+    EXPECT_TRUE(st.ok()) << st;
+    return records;
+  }();
+  std::map<std::string, EvalRecord> by;
+  for (EvalRecord& r : self_run) by.emplace(r.config, std::move(r));
+  for (const char* base : {"q2c25", "q2c50", "snapkv75"}) {
+    const EvalRecord& scout = by.at(std::string(base) + "-scout");
+    const EvalRecord& global = by.at(std::string(base) + "-global");
+    EXPECT_EQ(scout.selection_overlap, 1.0) << base;
+    EXPECT_TRUE(std::isnan(global.selection_overlap)) << base;
+    EXPECT_EQ(scout.frame_bytes, global.frame_bytes) << base;
+    EXPECT_EQ(scout.fidelity.kl_sum, global.fidelity.kl_sum) << base;
+    // Own per-layer selection keeps the same number of rows.
+    EXPECT_EQ(by.at(base).kept_elements, global.kept_elements) << base;
+  }
+
+  // A different scout (the unsharpened 2-layer tiny model) overlaps partly.
+  const auto scout_dir = *dir_ / "scout";
+  ASSERT_TRUE(nodes::testing::WriteTinyModel(scout_dir, nodes::testing::TinyConfig(2)).ok());
+  nodes::ModelOptions o;
+  o.model_dir = scout_dir.string();
+  o.threads = 1;
+  auto scout = nodes::NodeModel::Load(o);
+  ASSERT_TRUE(scout.ok()) << scout.status();
+  RunnerOptions other;
+  other.scout = scout->get();
+  auto cut = CutText(TextTokens(200), 160, 40, 1, std::nullopt, "t");
+  Evaluator ev(*model_, other);
+  std::vector<EvalRecord> records;
+  ASSERT_TRUE(ev.RunText((*cut)[0], *matrix, {}, [&](EvalRecord r) {
+                  records.push_back(std::move(r));
+                  return absl::OkStatus();
+                }).ok());
+  int scouts = 0;
+  for (const EvalRecord& r : records) {
+    if (r.config.ends_with("-scout")) {
+      ++scouts;
+      EXPECT_GE(r.selection_overlap, 0.0) << r.config;
+      EXPECT_LE(r.selection_overlap, 1.0) << r.config;
+    }
+  }
+  EXPECT_EQ(scouts, 6);
+
+  // Without a scout the scout configurations are refused.
+  Evaluator none(*model_, {});
+  absl::Status st = none.RunText((*cut)[0], *matrix, {}, [](EvalRecord) { return absl::OkStatus(); });
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(st.message()), HasSubstr("scout"));
+}
+
 TEST(CutTextTest, ConsecutiveSamplesWithBos) {
   std::vector<int32_t> tokens(25);
   for (int i = 0; i < 25; ++i) tokens[i] = 100 + i;
