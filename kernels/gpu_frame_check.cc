@@ -160,27 +160,33 @@ AssertionResult DecodeFailsAsKvcodec(Backend& backend, std::span<const uint8_t> 
 }
 
 std::vector<uint8_t> FlipInsideChunk(std::span<const uint8_t> frame, size_t i) {
+  return FlipInsideChunks(frame, std::span<const size_t>(&i, 1));
+}
+
+std::vector<uint8_t> FlipInsideChunks(std::span<const uint8_t> frame, std::span<const size_t> bytes) {
   if (frame.size() < kvcodec::kHeaderPrefix) return {};
   size_t pos = kvcodec::kHeaderPrefix + frame::LoadU32(frame.data() + 6) + 8;
   if (pos > frame.size()) return {};
   const uint64_t header_hash = frame::LoadU64(frame.data() + pos - 8);
   std::vector<uint8_t> out(frame.begin(), frame.end());
   std::vector<uint64_t> hashes;
-  bool flipped = false;
+  size_t flipped = 0;
   while (pos + kvcodec::kChunkPrefix <= out.size() && frame::MagicIs(std::span(out).subspan(pos), kvcodec::kChunkMagic)) {
     const uint32_t len = frame::LoadU32(out.data() + pos + 8);
     const size_t body = pos + kvcodec::kChunkPrefix;
     if (body + len + 8 > out.size()) return {};
-    if (i >= body && i < body + len) {
-      out[i] ^= 0x5a;
-      flipped = true;
+    for (size_t i : bytes) {
+      if (i >= body && i < body + len) {
+        out[i] ^= 0x5a;
+        ++flipped;
+      }
     }
     const uint64_t h = XXH3_64bits_withSeed(out.data() + pos, kvcodec::kChunkPrefix + len, header_hash);
     for (int b = 0; b < 8; ++b) out[body + len + b] = static_cast<uint8_t>(h >> (8 * b));
     hashes.push_back(h);
     pos = body + len + 8;
   }
-  if (!flipped || pos + kvcodec::kTrailerSize > out.size()) return {};
+  if (flipped != bytes.size() || pos + kvcodec::kTrailerSize > out.size()) return {};
   std::vector<uint8_t> chained;
   kvcodec::ByteWriter c(&chained);
   for (uint64_t h : hashes) c.U64(h);

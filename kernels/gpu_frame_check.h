@@ -37,6 +37,8 @@ std::vector<std::string> FrameConfigs();
 // The frame with byte i flipped if it lies in a chunk body, that chunk's checksum and the
 // trailer's recomputed (so the defect reaches the stream parsers); empty otherwise.
 std::vector<uint8_t> FlipInsideChunk(std::span<const uint8_t> frame, size_t i);
+// The same for several bytes (all must lie in chunk bodies).
+std::vector<uint8_t> FlipInsideChunks(std::span<const uint8_t> frame, std::span<const size_t> bytes);
 
 // EncodeFrameOn fails exactly as kvcodec::EncodeFrame does.
 ::testing::AssertionResult EncodeFailsAsKvcodec(Backend& backend, const kvcodec::SyntheticCache& cache,

@@ -1,13 +1,14 @@
 // DecodeFrameOn: kvcodec/frame_decoder.cc's checks, in the same order and with the same
-// messages, and the sections rebuilt on the backend. Per chunk: the records are parsed and
-// checked on the host, every stream the backend needs is staged into one upload, the chunk's
-// rANS code streams are decoded in one launch, then each section is dequantized (or copied)
-// straight into its layer's buffer.
+// messages, and the sections rebuilt on the backend. The whole frame is parsed and checked on
+// the host first, every stream the backend needs staged into one upload; then all rANS code
+// streams of the frame are decoded in one launch (they are independent, so the more streams,
+// the more of the GPU works) and each section is dequantized (or copied) into its layer's
+// buffer.
 //
-// One difference in what is reported, never in what is accepted: kvcodec decodes a rANS word
-// stream while it parses, this decoder after parsing the whole chunk, so in a chunk (whose
-// checksum verified) with both a corrupt rANS word stream and a later malformed record, the
-// later record's error is the one reported.
+// kvcodec decodes a rANS word stream as soon as it is parsed, so a corrupt word stream is
+// reported before any defect later in the frame. Here the word streams are decoded after the
+// parse stops (at the end, or at the first defect), and the first failing stream, which lies
+// before that point, is reported ahead of the defect: the same error either way.
 #include <xxhash.h>
 #include <zstd.h>
 
@@ -101,20 +102,17 @@ struct PendingSection {
   int64_t rows = 0;
 };
 
-class ChunkDecoder {
+class FrameParser {
  public:
-  ChunkDecoder(Backend& backend, const kvcodec::FrameInfo& info, const kvcodec::BitPlan& plan,
-               const GpuDecodeOptions& options)
+  FrameParser(Backend& backend, const kvcodec::FrameInfo& info, const kvcodec::BitPlan& plan,
+              const GpuDecodeOptions& options)
       : backend_(backend), info_(info), plan_(plan), options_(options), codec_(backend) {}
 
-  absl::Status Decode(int seq, std::span<const uint8_t> body, std::vector<DeviceDecodedLayer>* out) {
+  // Parses and checks one chunk's body, staging what the backend needs.
+  absl::Status ParseChunk(int seq, std::span<const uint8_t> body) {
     const kvcodec::CacheShape& shape = info_.shape;
     const int first = seq * info_.layers_per_chunk;
     const int count = std::min(info_.layers_per_chunk, shape.num_layers - first);
-    staging_.Clear();
-    batch_ = RansBatch{};
-    rans_owner_.clear();
-    pending_.clear();
     ByteReader r(body);
     std::vector<DeviceDecodedLayer> layers(count);
     const size_t esize = kvcodec::DTypeSize(shape.dtype);
@@ -163,16 +161,38 @@ class ChunkDecoder {
       }
     }
     if (r.remaining() != 0) return absl::DataLossError(absl::StrCat("chunk ", seq, " has trailing bytes"));
-    KVW_RETURN_IF_ERROR(Run());
-    for (auto& l : layers) out->push_back(std::move(l));
+    for (auto& l : layers) layers_.push_back(std::move(l));
     return absl::OkStatus();
+  }
+
+  // Decodes the rANS streams parsed so far; if one fails, its error (it precedes anything the
+  // parse found later). Then, if the parse ended with `parse_error`, that.
+  absl::Status DecodeRans(const absl::Status& parse_error) {
+    if (!batch_.streams.empty()) {
+      auto b = Buffer::Make(backend_, batch_.out_bytes);
+      if (!b.ok()) return b.status();
+      rans_buffer_ = *std::move(b);
+      size_t failed = 0;
+      const absl::Status s = RansDecodeBatch(backend_, batch_, rans_buffer_.as<uint8_t>(), &failed);
+      if (!s.ok()) {
+        const auto& [label, what] = rans_owner_[failed];
+        return absl::DataLossError(absl::StrCat(label, ": ", what, ": ", s.message()));
+      }
+    }
+    return parse_error;
+  }
+
+  // Rebuilds every parsed section into its layer and waits.
+  absl::StatusOr<std::vector<DeviceDecodedLayer>> Rebuild() {
+    KVW_RETURN_IF_ERROR(Run());
+    return std::move(layers_);
   }
 
  private:
   // A code stream of `rows` rows at `bits`: stored or zstd into the staging (packed), rANS into
   // the chunk's batch (symbols).
   absl::Status ReadCodes(ByteReader& r, int bits, uint64_t rows, absl::string_view what,
-                         size_t section, size_t* offset, bool* from_rans) {
+                         const std::string& label, size_t* offset, bool* from_rans) {
     const int d = info_.shape.head_dim;
     const size_t packed_len = PackedBytes(rows * d, bits);
     StreamHead h;
@@ -184,7 +204,7 @@ class ChunkDecoder {
       const absl::Status s = AddRansStream(h.data, rows * row_len, std::max(row_len, 1),
                                            SymbolAlphabetBits(bits), *offset, &batch_);
       if (!s.ok()) return absl::DataLossError(absl::StrCat(what, ": ", s.message()));
-      rans_owner_.push_back({section, std::string(what)});
+      rans_owner_.push_back({label, std::string(what)});
       return absl::OkStatus();
     }
     if (h.method == kvcodec::StreamMethod::kStored) {
@@ -240,12 +260,11 @@ class ChunkDecoder {
     p->quantized = true;
     p->plan = *std::move(plan);
     const SectionPlan& sp = p->plan;
-    const size_t index = pending_.size();
-    KVC_RETURN_IF_ERROR(ReadCodes(r, sp.geom.bits, sp.main_rows, "codes", index, &p->main_codes, &p->main_from_rans));
+    KVC_RETURN_IF_ERROR(ReadCodes(r, sp.geom.bits, sp.main_rows, "codes", p->label, &p->main_codes, &p->main_from_rans));
     p->main_layout = p->main_from_rans ? CodeLayout::kSymbols : CodeLayout::kPacked;
     KVC_RETURN_IF_ERROR(ReadParams(r, sp.main_param_pairs, "scales", &p->main_params));
     if (sp.delta.mode != kvcodec::DeltaMode::kNone) {
-      KVC_RETURN_IF_ERROR(ReadCodes(r, 8, sp.ref_rows, "reference codes", index, &p->ref_codes, &p->ref_from_rans));
+      KVC_RETURN_IF_ERROR(ReadCodes(r, 8, sp.ref_rows, "reference codes", p->label, &p->ref_codes, &p->ref_from_rans));
       KVC_RETURN_IF_ERROR(ReadParams(r, sp.ref_param_pairs, "reference scales", &p->ref_params));
     }
     // kvcodec checks the parameters once all of the section's streams are read.
@@ -262,25 +281,10 @@ class ChunkDecoder {
 
   absl::Status Run() {
     const std::vector<uint8_t>& host = staging_.bytes();
-    if (staging_buffer_.size() < host.size()) {
-      auto b = Buffer::Make(backend_, host.size());
-      if (!b.ok()) return b.status();
-      staging_buffer_ = *std::move(b);
-    }
+    auto b = Buffer::Make(backend_, host.size());
+    if (!b.ok()) return b.status();
+    staging_buffer_ = *std::move(b);
     KVW_RETURN_IF_ERROR(backend_.CopyToBackend(staging_buffer_.data(), host.data(), host.size()));
-    if (!batch_.streams.empty()) {
-      if (rans_buffer_.size() < batch_.out_bytes) {
-        auto b = Buffer::Make(backend_, batch_.out_bytes);
-        if (!b.ok()) return b.status();
-        rans_buffer_ = *std::move(b);
-      }
-      size_t failed = 0;
-      const absl::Status s = RansDecodeBatch(backend_, batch_, rans_buffer_.as<uint8_t>(), &failed);
-      if (!s.ok()) {
-        const auto& [section, what] = rans_owner_[failed];
-        return absl::DataLossError(absl::StrCat(pending_[section].label, ": ", what, ": ", s.message()));
-      }
-    }
     uint8_t* base = staging_buffer_.as<uint8_t>();
     uint8_t* rans = rans_buffer_.as<uint8_t>();
     const kvcodec::CacheShape& shape = info_.shape;
@@ -310,13 +314,70 @@ class ChunkDecoder {
   SectionCodec codec_;
   Staging staging_;
   RansBatch batch_;
-  std::vector<std::pair<size_t, std::string>> rans_owner_;  // per rANS stream: section, stream name
+  std::vector<std::pair<std::string, std::string>> rans_owner_;  // per rANS stream: section, stream
   std::vector<PendingSection> pending_;
+  std::vector<DeviceDecodedLayer> layers_;
   Buffer staging_buffer_, rans_buffer_;
 };
 
 absl::Status Truncated(size_t chunks, int expected) {
   return absl::DataLossError(absl::StrCat("truncated frame: ", chunks, " of ", expected, " chunks and no trailer"));
+}
+
+// The chunks from `pos` on and the trailer, each checked before it is used; the first defect.
+absl::Status ParseRecords(std::span<const uint8_t> frame, size_t pos, const kvcodec::FrameInfo& info,
+                          const kvcodec::DecodeLimits& limits, uint64_t header_hash, FrameParser& parser,
+                          std::vector<uint64_t>* chunk_hashes) {
+  for (;;) {
+    const std::span<const uint8_t> in = frame.subspan(pos);
+    if (in.size() < 4) return Truncated(chunk_hashes->size(), info.num_chunks);
+    if (frame::MagicIs(in, kvcodec::kTrailerMagic)) break;
+    if (!frame::MagicIs(in, kvcodec::kChunkMagic)) return absl::DataLossError("bad chunk magic");
+    if (in.size() < kvcodec::kChunkPrefix) return Truncated(chunk_hashes->size(), info.num_chunks);
+    const uint32_t seq = frame::LoadU32(in.data() + 4);
+    const uint32_t body_len = frame::LoadU32(in.data() + 8);
+    const int expected = static_cast<int>(chunk_hashes->size());
+    if (seq >= static_cast<uint32_t>(info.num_chunks)) {
+      return absl::DataLossError(absl::StrCat("chunk ", seq, " beyond the frame's ", info.num_chunks, " chunks"));
+    }
+    if (static_cast<int>(seq) < expected) return absl::DataLossError(absl::StrCat("duplicate chunk ", seq));
+    if (static_cast<int>(seq) > expected) {
+      return absl::DataLossError(
+          absl::StrCat("chunk ", seq, " arrived before chunk ", expected, " (missing or reordered)"));
+    }
+    const int first = static_cast<int>(seq) * info.layers_per_chunk;
+    const int count = std::min(info.layers_per_chunk, info.shape.num_layers - first);
+    if (body_len > limits.max_chunk_bytes || body_len > kvcodec::ChunkBodyBound(info.shape, count)) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("chunk ", seq, " declares ", body_len, " bytes, beyond the limit for its layers"));
+    }
+    const size_t total = kvcodec::kChunkPrefix + body_len + 8;
+    if (in.size() < total) return Truncated(chunk_hashes->size(), info.num_chunks);
+    const uint64_t hash = XXH3_64bits_withSeed(in.data(), kvcodec::kChunkPrefix + body_len, header_hash);
+    if (hash != frame::LoadU64(in.data() + kvcodec::kChunkPrefix + body_len)) {
+      return absl::DataLossError(absl::StrCat("chunk ", seq, " checksum mismatch"));
+    }
+    KVW_RETURN_IF_ERROR(parser.ParseChunk(static_cast<int>(seq), in.subspan(kvcodec::kChunkPrefix, body_len)));
+    chunk_hashes->push_back(hash);
+    pos += total;
+  }
+  const std::span<const uint8_t> in = frame.subspan(pos);
+  if (in.size() < kvcodec::kTrailerSize) return Truncated(chunk_hashes->size(), info.num_chunks);
+  const uint32_t num_chunks = frame::LoadU32(in.data() + 4);
+  if (static_cast<int>(chunk_hashes->size()) != info.num_chunks || num_chunks != chunk_hashes->size()) {
+    return absl::DataLossError(absl::StrCat("trailer after ", chunk_hashes->size(), " of ", info.num_chunks,
+                                            " chunks: the frame is missing chunks"));
+  }
+  std::vector<uint8_t> chained;
+  kvcodec::ByteWriter c(&chained);
+  for (uint64_t h : *chunk_hashes) c.U64(h);
+  c.Bytes(in.subspan(0, 16));
+  if (XXH3_64bits_withSeed(chained.data(), chained.size(), header_hash) != frame::LoadU64(in.data() + 16)) {
+    return absl::DataLossError("trailer checksum mismatch");
+  }
+  if (frame::LoadU64(in.data() + 8) != pos) return absl::DataLossError("trailer byte count disagrees with the frame");
+  if (in.size() != kvcodec::kTrailerSize) return absl::DataLossError("bytes after the end of the frame");
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -339,63 +400,12 @@ absl::StatusOr<std::vector<DeviceDecodedLayer>> DecodeFrameOn(Backend& backend, 
   auto plan = kvcodec::BitPlan::Parse(info.config.bit_plan);
   if (!plan.ok()) return absl::DataLossError("bad bit plan in header");
 
-  std::vector<DeviceDecodedLayer> layers;
   std::vector<uint64_t> chunk_hashes;
-  ChunkDecoder chunks(backend, info, *plan, options);
-  for (;;) {
-    const std::span<const uint8_t> in = frame.subspan(pos);
-    if (in.size() < 4) return Truncated(chunk_hashes.size(), info.num_chunks);
-    if (frame::MagicIs(in, kvcodec::kTrailerMagic)) break;
-    if (!frame::MagicIs(in, kvcodec::kChunkMagic)) return absl::DataLossError("bad chunk magic");
-    if (in.size() < kvcodec::kChunkPrefix) return Truncated(chunk_hashes.size(), info.num_chunks);
-    const uint32_t seq = frame::LoadU32(in.data() + 4);
-    const uint32_t body_len = frame::LoadU32(in.data() + 8);
-    const int expected = static_cast<int>(chunk_hashes.size());
-    if (seq >= static_cast<uint32_t>(info.num_chunks)) {
-      return absl::DataLossError(absl::StrCat("chunk ", seq, " beyond the frame's ", info.num_chunks, " chunks"));
-    }
-    if (static_cast<int>(seq) < expected) return absl::DataLossError(absl::StrCat("duplicate chunk ", seq));
-    if (static_cast<int>(seq) > expected) {
-      return absl::DataLossError(
-          absl::StrCat("chunk ", seq, " arrived before chunk ", expected, " (missing or reordered)"));
-    }
-    const int first = static_cast<int>(seq) * info.layers_per_chunk;
-    const int count = std::min(info.layers_per_chunk, info.shape.num_layers - first);
-    if (body_len > limits.max_chunk_bytes || body_len > kvcodec::ChunkBodyBound(info.shape, count)) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("chunk ", seq, " declares ", body_len, " bytes, beyond the limit for its layers"));
-    }
-    const size_t total = kvcodec::kChunkPrefix + body_len + 8;
-    if (in.size() < total) return Truncated(chunk_hashes.size(), info.num_chunks);
-    const uint64_t hash = XXH3_64bits_withSeed(in.data(), kvcodec::kChunkPrefix + body_len, header_hash);
-    if (hash != frame::LoadU64(in.data() + kvcodec::kChunkPrefix + body_len)) {
-      return absl::DataLossError(absl::StrCat("chunk ", seq, " checksum mismatch"));
-    }
-    KVW_RETURN_IF_ERROR(chunks.Decode(static_cast<int>(seq), in.subspan(kvcodec::kChunkPrefix, body_len), &layers));
-    chunk_hashes.push_back(hash);
-    pos += total;
-  }
-  // The trailer.
-  const std::span<const uint8_t> in = frame.subspan(pos);
-  if (in.size() < kvcodec::kTrailerSize) return Truncated(chunk_hashes.size(), info.num_chunks);
-  const uint32_t num_chunks = frame::LoadU32(in.data() + 4);
-  if (static_cast<int>(chunk_hashes.size()) != info.num_chunks || num_chunks != chunk_hashes.size()) {
-    return absl::DataLossError(absl::StrCat("trailer after ", chunk_hashes.size(), " of ", info.num_chunks,
-                                            " chunks: the frame is missing chunks"));
-  }
-  std::vector<uint8_t> chained;
-  kvcodec::ByteWriter c(&chained);
-  for (uint64_t h : chunk_hashes) c.U64(h);
-  c.Bytes(in.subspan(0, 16));
-  if (XXH3_64bits_withSeed(chained.data(), chained.size(), header_hash) != frame::LoadU64(in.data() + 16)) {
-    return absl::DataLossError("trailer checksum mismatch");
-  }
-  if (frame::LoadU64(in.data() + 8) != pos) {
-    return absl::DataLossError("trailer byte count disagrees with the frame");
-  }
-  if (in.size() != kvcodec::kTrailerSize) return absl::DataLossError("bytes after the end of the frame");
+  FrameParser parser(backend, info, *plan, options);
+  absl::Status parsed = ParseRecords(frame, pos, info, limits, header_hash, parser, &chunk_hashes);
+  KVW_RETURN_IF_ERROR(parser.DecodeRans(parsed));
   if (info_out != nullptr) *info_out = info;
-  return layers;
+  return parser.Rebuild();
 }
 
 }  // namespace kvwire::gpu

@@ -6,6 +6,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <random>
 #include <sstream>
 
 #include "kernels/gpu_frame_check.h"
@@ -97,6 +98,31 @@ TEST(GpuFrameReferenceTest, CorruptStreamsBehindValidChecksumsFailAsInKvcodec) {
     }
     EXPECT_GT(rejected, 10) << config;
   }
+}
+
+// Two defects: kvcodec reports whichever comes first in the frame, and so must the deferred
+// rANS decoding here (a word-stream defect early, a record defect later, and the reverse).
+TEST(GpuFrameReferenceTest, FirstOfTwoDefectsIsReported) {
+  auto backend = MakeReferenceBackend();
+  // Big enough that the code streams are rANS-coded (smaller than stored).
+  const kvcodec::CacheShape shape{2, 2, 32, 150, kvcodec::DType::kBFloat16};
+  const kvcodec::SyntheticCache cache = kvcodec::MakeSyntheticCache(shape, 8);
+  const std::vector<uint8_t> frame =
+      *kvcodec::EncodeFrame(shape, *kvcodec::CodecConfig::Parse("plan=*:int4;delta=gseq/4;entropy=rans"), "fp",
+                            cache.positions, cache.views(), kvcodec::Selection::KeepAll(shape));
+  std::mt19937_64 rng(5);
+  int rejected = 0, pairs = 0, rans_first = 0;
+  while (pairs < 400) {
+    size_t both[2] = {rng() % frame.size(), rng() % frame.size()};
+    const std::vector<uint8_t> bad = testing::FlipInsideChunks(frame, both);
+    if (bad.empty() || both[0] == both[1]) continue;
+    ++pairs;
+    ASSERT_TRUE(testing::DecodeMatchesKvcodec(*backend, bad, &rejected)) << "bytes " << both[0] << " and " << both[1];
+    const auto kv = kvcodec::DecodeFrame(bad);
+    rans_first += !kv.ok() && kv.status().message().find("rANS") != absl::string_view::npos;
+  }
+  EXPECT_GT(rejected, 50);
+  EXPECT_GT(rans_first, 20);  // the case deferred decoding has to get right
 }
 
 TEST(GpuFrameReferenceTest, EncodeErrorsMatchKvcodec) {

@@ -64,44 +64,55 @@ absl::Status RansDecodeBatch(Backend& backend, const RansBatch& batch, uint8_t* 
   return absl::OkStatus();
 }
 
-absl::StatusOr<SectionGeom> SectionCodec::UploadGeom(const SectionPlan& plan) {
-  workspace_.Clear();
-  if (absl::Status s = workspace_.Reserve(ScratchBytes(plan)); !s.ok()) return s;
-  SectionGeom g = plan.geom;
+size_t SectionScratchBytes(const SectionPlan& plan) { return ScratchBytes(plan); }
+
+absl::StatusOr<SectionScratch> PlaceScratch(Backend& backend, const SectionPlan& plan, Workspace& workspace) {
+  workspace.Clear();
+  KVW_RETURN_IF_ERROR(workspace.Reserve(ScratchBytes(plan)));
+  SectionScratch s;
+  s.geom = plan.geom;
   const std::vector<int64_t>* arrays[5] = {&plan.head_rows, &plan.head_main, &plan.head_ref,
                                            &plan.head_qgroups, &plan.head_chains};
   const int64_t* device[5];
   for (int i = 0; i < 5; ++i) {
-    auto p = workspace_.Take(arrays[i]->size() * sizeof(int64_t));
+    auto p = workspace.Take(arrays[i]->size() * sizeof(int64_t));
     if (!p.ok()) return p.status();
-    if (absl::Status s = backend_.CopyToBackend(*p, arrays[i]->data(), arrays[i]->size() * sizeof(int64_t));
-        !s.ok()) {
-      return s;
-    }
+    KVW_RETURN_IF_ERROR(backend.CopyToBackend(*p, arrays[i]->data(), arrays[i]->size() * sizeof(int64_t)));
     device[i] = static_cast<const int64_t*>(*p);
   }
-  g.head_rows = device[0];
-  g.head_main = device[1];
-  g.head_ref = device[2];
-  g.head_qgroups = device[3];
-  g.head_chains = device[4];
-  return g;
-}
-
-absl::Status SectionCodec::Encode(const SectionPlan& plan, const void* src, kvcodec::DType dtype,
-                                  const int64_t* src_rows, const SectionStreams& out) {
-  auto geom = UploadGeom(plan);
-  if (!geom.ok()) return geom.status();
+  s.geom.head_rows = device[0];
+  s.geom.head_main = device[1];
+  s.geom.head_ref = device[2];
+  s.geom.head_qgroups = device[3];
+  s.geom.head_chains = device[4];
   const size_t d = static_cast<size_t>(plan.geom.head_dim);
-  auto error = workspace_.Take(sizeof(uint32_t));
-  auto ref_recon = workspace_.Take(static_cast<size_t>(plan.ref_rows) * d * sizeof(float));
+  auto error = workspace.Take(sizeof(uint32_t));
+  auto ref_recon = workspace.Take(static_cast<size_t>(plan.ref_rows) * d * sizeof(float));
   if (!error.ok()) return error.status();
   if (!ref_recon.ok()) return ref_recon.status();
-  uint32_t* err = static_cast<uint32_t*>(*error);
-  KVW_RETURN_IF_ERROR(backend_.Zero(err, sizeof(uint32_t)));
+  s.error = static_cast<uint32_t*>(*error);
+  s.ref_recon = static_cast<float*>(*ref_recon);
+  if (plan.encode_path != EncodePath::kTokenRows) {
+    auto partial = workspace.Take(static_cast<size_t>(plan.qgroups) * plan.max_chunks * d * sizeof(MinMax));
+    auto quant = workspace.Take(static_cast<size_t>(plan.qgroups) * d * 2 * sizeof(float));
+    auto unpacked = workspace.Take(static_cast<size_t>(plan.main_rows) * d);
+    if (!partial.ok()) return partial.status();
+    if (!quant.ok()) return quant.status();
+    if (!unpacked.ok()) return unpacked.status();
+    s.partial = static_cast<MinMax*>(*partial);
+    s.quant = static_cast<float*>(*quant);
+    s.unpacked = static_cast<uint8_t*>(*unpacked);
+  }
+  KVW_RETURN_IF_ERROR(backend.Zero(s.error, sizeof(uint32_t)));
+  return s;
+}
 
+absl::Status LaunchEncode(Backend& backend, const SectionPlan& plan, const SectionScratch& scratch,
+                          const void* src, kvcodec::DType dtype, const int64_t* src_rows,
+                          const SectionStreams& out) {
+  const size_t d = static_cast<size_t>(plan.geom.head_dim);
   TokenRowsArgs t{};
-  t.g = *geom;
+  t.g = scratch.geom;
   t.src = src;
   t.src_dtype = DTypeCodeOf(dtype);
   t.src_row = src_rows;
@@ -111,54 +122,47 @@ absl::Status SectionCodec::Encode(const SectionPlan& plan, const void* src, kvco
   t.main_params = out.main_params;
   t.ref_codes = out.ref_codes;
   t.ref_params = out.ref_params;
-  t.ref_recon = static_cast<float*>(*ref_recon);
-  t.error = err;
-
-  if (plan.fast_quantize) {
-    KVW_RETURN_IF_ERROR(backend_.TokenRowsFast(t));
-  } else if (plan.encode_path == EncodePath::kTokenRows) {
-    KVW_RETURN_IF_ERROR(backend_.Zero(out.main_codes, plan.main_code_alloc));
-    KVW_RETURN_IF_ERROR(backend_.TokenRows(t, plan.row_scratch_bytes, plan.warps_per_block));
-  } else {
-    if (plan.ref_rows > 0) {
-      t.refs_only = 1;
-      KVW_RETURN_IF_ERROR(backend_.TokenRows(t, plan.row_scratch_bytes, plan.warps_per_block));
-    }
-    ChannelArgs c{};
-    c.g = *geom;
-    c.src = src;
-    c.src_dtype = DTypeCodeOf(dtype);
-    c.src_row = src_rows;
-    c.ref_recon = t.ref_recon;
-    c.num_qgroups = plan.qgroups;
-    c.chunk_rows = plan.chunk_rows;
-    c.max_chunks = plan.max_chunks;
-    c.main_params = out.main_params;
-    c.main_codes = out.main_codes;
-    c.num_words = plan.main_words;
-    c.error = err;
-    auto partial = workspace_.Take(static_cast<size_t>(plan.qgroups) * plan.max_chunks * d * sizeof(MinMax));
-    auto quant = workspace_.Take(static_cast<size_t>(plan.qgroups) * d * 2 * sizeof(float));
-    auto unpacked = workspace_.Take(static_cast<size_t>(plan.main_rows) * d);
-    if (!partial.ok()) return partial.status();
-    if (!quant.ok()) return quant.status();
-    if (!unpacked.ok()) return unpacked.status();
-    c.partial = static_cast<MinMax*>(*partial);
-    c.quant = static_cast<float*>(*quant);
-    c.unpacked = static_cast<uint8_t*>(*unpacked);
-    if (plan.encode_path == EncodePath::kChannelParallel) {
-      KVW_RETURN_IF_ERROR(backend_.ChannelReduce(c));
-      KVW_RETURN_IF_ERROR(backend_.ChannelFinish(c));
-      KVW_RETURN_IF_ERROR(backend_.ChannelCodes(c));
-    } else {
-      KVW_RETURN_IF_ERROR(backend_.ChannelChains(c));
-      PackArgs pack{c.unpacked, static_cast<uint64_t>(plan.main_rows) * d, plan.geom.bits,
-                    out.main_codes, plan.main_words};
-      KVW_RETURN_IF_ERROR(backend_.Pack(pack));
-    }
+  t.ref_recon = scratch.ref_recon;
+  t.error = scratch.error;
+  if (plan.fast_quantize) return backend.TokenRowsFast(t);
+  if (plan.encode_path == EncodePath::kTokenRows) {
+    KVW_RETURN_IF_ERROR(backend.Zero(out.main_codes, plan.main_code_alloc));
+    return backend.TokenRows(t, plan.row_scratch_bytes, plan.warps_per_block);
   }
+  if (plan.ref_rows > 0) {
+    t.refs_only = 1;
+    KVW_RETURN_IF_ERROR(backend.TokenRows(t, plan.row_scratch_bytes, plan.warps_per_block));
+  }
+  ChannelArgs c{};
+  c.g = scratch.geom;
+  c.src = src;
+  c.src_dtype = DTypeCodeOf(dtype);
+  c.src_row = src_rows;
+  c.ref_recon = scratch.ref_recon;
+  c.num_qgroups = plan.qgroups;
+  c.chunk_rows = plan.chunk_rows;
+  c.max_chunks = plan.max_chunks;
+  c.partial = scratch.partial;
+  c.main_params = out.main_params;
+  c.quant = scratch.quant;
+  c.main_codes = out.main_codes;
+  c.unpacked = scratch.unpacked;
+  c.num_words = plan.main_words;
+  c.error = scratch.error;
+  if (plan.encode_path == EncodePath::kChannelParallel) {
+    KVW_RETURN_IF_ERROR(backend.ChannelReduce(c));
+    KVW_RETURN_IF_ERROR(backend.ChannelFinish(c));
+    return backend.ChannelCodes(c);
+  }
+  KVW_RETURN_IF_ERROR(backend.ChannelChains(c));
+  const PackArgs pack{c.unpacked, static_cast<uint64_t>(plan.main_rows) * d, plan.geom.bits, out.main_codes,
+                      plan.main_words};
+  return backend.Pack(pack);
+}
+
+absl::Status ReadEncodeErrors(Backend& backend, const SectionScratch& scratch) {
   uint32_t flags = 0;
-  KVW_RETURN_IF_ERROR(backend_.CopyToHost(&flags, err, sizeof(flags)));
+  KVW_RETURN_IF_ERROR(backend.CopyToHost(&flags, scratch.error, sizeof(flags)));
   if (flags & kErrValueRange) {
     return absl::InvalidArgumentError(
         "values must be finite with |x| <= 65504 (the half-float range) to be quantized");
@@ -170,38 +174,50 @@ absl::Status SectionCodec::Encode(const SectionPlan& plan, const void* src, kvco
   return absl::OkStatus();
 }
 
-absl::Status SectionCodec::Decode(const SectionPlan& plan, const SectionStreams& in, void* dst,
-                                  kvcodec::DType dtype, const int64_t* dst_rows) {
-  auto geom = UploadGeom(plan);
-  if (!geom.ok()) return geom.status();
-  auto ref_recon = workspace_.Take(static_cast<size_t>(plan.ref_rows) * plan.geom.head_dim * sizeof(float));
-  if (!ref_recon.ok()) return ref_recon.status();
+absl::Status LaunchDecode(Backend& backend, const SectionPlan& plan, const SectionScratch& scratch,
+                          const SectionStreams& in, void* dst, kvcodec::DType dtype,
+                          const int64_t* dst_rows) {
   DequantArgs a{};
-  a.g = *geom;
+  a.g = scratch.geom;
   a.main_codes = in.main_codes;
   a.main_layout = in.main_layout;
   a.main_params = in.main_params;
   a.ref_codes = in.ref_codes;
   a.ref_params = in.ref_params;
-  a.ref_recon = static_cast<float*>(*ref_recon);
+  a.ref_recon = scratch.ref_recon;
   a.dst = dst;
   a.dst_dtype = DTypeCodeOf(dtype);
   a.dst_row = dst_rows;
   if (plan.delta.mode == kvcodec::DeltaMode::kNone) {
     a.kind = kMainRows;
     a.num_items = plan.main_rows;
-    return plan.fast_dequantize ? backend_.DequantRowsFast(a) : backend_.DequantRows(a);
+    return plan.fast_dequantize ? backend.DequantRowsFast(a) : backend.DequantRows(a);
   }
   a.kind = kRefRows;
   a.num_items = plan.ref_rows;
-  KVW_RETURN_IF_ERROR(backend_.DequantRows(a));
+  KVW_RETURN_IF_ERROR(backend.DequantRows(a));
   if (plan.decode_chains) {
     a.num_items = plan.chains;
-    return backend_.DequantChains(a);
+    return backend.DequantChains(a);
   }
   a.kind = kAnchorMainRows;
   a.num_items = plan.main_rows;
-  return backend_.DequantRows(a);
+  return backend.DequantRows(a);
+}
+
+absl::Status SectionCodec::Encode(const SectionPlan& plan, const void* src, kvcodec::DType dtype,
+                                  const int64_t* src_rows, const SectionStreams& out) {
+  auto scratch = PlaceScratch(backend_, plan, workspace_);
+  if (!scratch.ok()) return scratch.status();
+  KVW_RETURN_IF_ERROR(LaunchEncode(backend_, plan, *scratch, src, dtype, src_rows, out));
+  return ReadEncodeErrors(backend_, *scratch);
+}
+
+absl::Status SectionCodec::Decode(const SectionPlan& plan, const SectionStreams& in, void* dst,
+                                  kvcodec::DType dtype, const int64_t* dst_rows) {
+  auto scratch = PlaceScratch(backend_, plan, workspace_);
+  if (!scratch.ok()) return scratch.status();
+  return LaunchDecode(backend_, plan, *scratch, in, dst, dtype, dst_rows);
 }
 
 }  // namespace kvwire::gpu

@@ -25,25 +25,49 @@ struct SectionStreams {
   ParamPair* ref_params = nullptr;   // plan.ref_param_pairs
 };
 
+// A section's geometry and scratch in backend memory, placed once so that its kernels can be
+// launched many times (a pipeline over layers with the same selection, a benchmark).
+struct SectionScratch {
+  SectionGeom geom;             // head_* pointers into backend memory
+  uint32_t* error = nullptr;    // kErr* bits raised by the encode kernels
+  float* ref_recon = nullptr;   // [ref rows, head_dim]
+  MinMax* partial = nullptr;    // per-channel reduction
+  float* quant = nullptr;
+  uint8_t* unpacked = nullptr;  // per-channel chains
+};
+// Backend bytes PlaceScratch takes from a Workspace.
+size_t SectionScratchBytes(const SectionPlan& plan);
+// Uploads plan's geometry into `workspace` (cleared first) and zeroes the error bits.
+absl::StatusOr<SectionScratch> PlaceScratch(Backend& backend, const SectionPlan& plan, Workspace& workspace);
+
+// Launches the kernels that quantize section rows r = 0..plan.rows-1, row r read from element
+// src_rows[r] of `src` (backend memory of `dtype`), into `out`. Does not wait; errors collect
+// in scratch.error (ReadEncodeErrors).
+absl::Status LaunchEncode(Backend& backend, const SectionPlan& plan, const SectionScratch& scratch,
+                          const void* src, kvcodec::DType dtype, const int64_t* src_rows,
+                          const SectionStreams& out);
+// Waits, then InvalidArgument with kvcodec's message if a value or a residual was out of range.
+absl::Status ReadEncodeErrors(Backend& backend, const SectionScratch& scratch);
+
+// Launches the kernels that write the rows to `dst` (row r at element dst_rows[r]) in `dtype`.
+// Every param must be a finite half (CheckParamsFinite on the host copy first, as kvcodec
+// checks). Does not wait.
+absl::Status LaunchDecode(Backend& backend, const SectionPlan& plan, const SectionScratch& scratch,
+                          const SectionStreams& in, void* dst, kvcodec::DType dtype,
+                          const int64_t* dst_rows);
+
+// The above for one section at a time, with scratch memory reused between calls.
 class SectionCodec {
  public:
   explicit SectionCodec(Backend& backend) : backend_(backend), workspace_(backend) {}
-  Backend& backend() { return backend_; }
-
-  // Quantizes section rows r = 0..plan.rows-1, row r read from element src_rows[r] of `src` (a
-  // backend buffer of `dtype`; src_rows a backend array of plan.rows offsets). Waits for the
-  // kernels: InvalidArgument with kvcodec's message if a value or a residual is out of range.
+  // Quantizes and waits (errors as ReadEncodeErrors).
   absl::Status Encode(const SectionPlan& plan, const void* src, kvcodec::DType dtype,
                       const int64_t* src_rows, const SectionStreams& out);
-
-  // Writes the section's rows to `dst` (row r at element dst_rows[r]) in `dtype`. Every param
-  // must be a finite half (CheckParamsFinite on the host copy first, as kvcodec checks).
-  // Launches only; the caller synchronizes.
+  // Launches the decode (the caller synchronizes).
   absl::Status Decode(const SectionPlan& plan, const SectionStreams& in, void* dst,
                       kvcodec::DType dtype, const int64_t* dst_rows);
 
  private:
-  absl::StatusOr<SectionGeom> UploadGeom(const SectionPlan& plan);
   Backend& backend_;
   Workspace workspace_;
 };
