@@ -76,6 +76,21 @@ constexpr Method kSelectionMethods[] = {
     {"Random", "select=random;seed=1"},
 };
 
+bool GroupsFit(const kvcodec::CodecConfig& config, const ModelShape& shape) {
+  auto plan = kvcodec::BitPlan::Parse(config.bit_plan);
+  if (!plan.ok() || shape.head_dim <= 0) return true;
+  for (int l = 0; l < std::max(1, shape.num_layers); ++l) {
+    for (bool v : {false, true}) {
+      const kvcodec::QuantSpec q = plan->Resolve(l, v);
+      if (q.axis == kvcodec::QuantAxis::kPerToken && q.group_size > 0 && shape.head_dim % q.group_size != 0) {
+        return false;
+      }
+      if (q.coding == kvcodec::ValueCoding::kLowRank && q.rank >= shape.head_dim) return false;
+    }
+  }
+  return true;
+}
+
 }  // namespace
 
 absl::StatusOr<EvalConfig> ParseConfigSpec(std::string_view spec) {
@@ -226,7 +241,10 @@ absl::StatusOr<std::vector<EvalConfig>> NamedMatrix(std::string_view name, const
     }
   } else if (name == "presets") {
     for (const std::string& p : kvcodec::PresetNames()) {
-      if (p != "full") b.Add(p, p);
+      if (p == "full") continue;
+      b.Add(p, p);
+      // Presets whose per-token groups do not divide this model's heads cannot encode it.
+      if (b.status.ok() && !GroupsFit(b.configs.back().codec, shape)) b.configs.pop_back();
     }
   } else {
     return absl::NotFoundError(absl::StrCat("unknown matrix \"", AV(name), "\" (one of ",

@@ -437,7 +437,8 @@ std::string SeedTable(const EvalSummary& summary, std::string_view title) {
     for (const ConfigSummary* c : unpivoted) {
       out += absl::StrCat("| ", c->label.name, " |");
       if (scores) {
-        out += absl::StrCat(" ", F(c->score, 3), " | ", F(100 * c->relative_score, 1), "% |");
+        const std::string rel = std::isfinite(c->relative_score) ? F(100 * c->relative_score, 1) + "%" : "-";
+        out += absl::StrCat(" ", F(c->score, 3), " | ", rel, " |");
       }
       out += absl::StrCat(" ", F(c->fidelity.agreement(), 4), " | ", G(c->fidelity.mean_kl()), " | ",
                           F(100 * c->bandwidth_fraction, 1), "% | ", F(c->bits_per_element, 2), " |\n");
