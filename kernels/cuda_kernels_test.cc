@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "kernels/backend.h"
+#include "kernels/gpu_frame.h"
 #include "kernels/gpu_frame_check.h"
 #include "kernels/test_util.h"
 #include "kvcodec/synthetic.h"
@@ -75,6 +76,31 @@ TEST_F(CudaKernelsTest, FramesMatchKvcodec) {
       EXPECT_TRUE(testing::FrameMatchesKvcodec(*backend_, shape, config, 21)) << config;
     }
   }
+}
+
+// Views that are not 16-byte aligned (a slice of a larger tensor) must not reach the vector
+// loads of the fast paths: same bytes as kvcodec all the same.
+TEST_F(CudaKernelsTest, MisalignedViewsEncodeAsKvcodec) {
+  const kvcodec::CacheShape shape{2, 4, 128, 300, kvcodec::DType::kBFloat16};
+  const kvcodec::SyntheticCache cache = kvcodec::MakeSyntheticCache(shape, 6);
+  const auto config = *kvcodec::CodecConfig::Parse("plan=*:int4");
+  const auto all = kvcodec::Selection::KeepAll(shape);
+  auto expected = kvcodec::EncodeFrame(shape, config, "m", cache.positions, cache.views(), all);
+  ASSERT_TRUE(expected.ok());
+  std::vector<Buffer> buffers;
+  std::vector<DeviceLayerView> views;
+  for (int l = 0; l < shape.num_layers; ++l) {
+    for (const auto* host : {&cache.keys[l], &cache.values[l]}) {
+      auto b = Buffer::Make(*backend_, host->size() + 16);
+      ASSERT_TRUE(b.ok());
+      ASSERT_TRUE(backend_->CopyToBackend(b->as<uint8_t>() + 2, host->data(), host->size()).ok());
+      buffers.push_back(*std::move(b));
+    }
+    views.push_back({buffers[2 * l].as<uint8_t>() + 2, buffers[2 * l + 1].as<uint8_t>() + 2});
+  }
+  auto got = EncodeFrameOn(*backend_, shape, config, "m", cache.positions, views, all);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_TRUE(*got == *expected);
 }
 
 TEST_F(CudaKernelsTest, BadFramesFailAsInKvcodec) {

@@ -9,6 +9,10 @@ namespace {
 
 int DTypeCodeOf(kvcodec::DType dtype) { return static_cast<int>(dtype); }
 
+// The fast paths move 16-byte vectors (fast_ops.h); row offsets are multiples of head_dim (a
+// multiple of 16 there), so only the base pointers can break the alignment.
+bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
 // Bytes of the scratch a section needs beyond its streams.
 size_t ScratchBytes(const SectionPlan& p) {
   const size_t heads = p.head_rows.size();
@@ -124,8 +128,9 @@ absl::Status LaunchEncode(Backend& backend, const SectionPlan& plan, const Secti
   t.ref_params = out.ref_params;
   t.ref_recon = scratch.ref_recon;
   t.error = scratch.error;
-  if (plan.fast_quantize) return backend.TokenRowsFast(t);
+  if (plan.fast_quantize && Aligned16(src) && Aligned16(out.main_codes)) return backend.TokenRowsFast(t);
   if (plan.encode_path == EncodePath::kTokenRows) {
+    // Rows may share a word of the packed stream: they OR their bits into a zeroed stream.
     KVW_RETURN_IF_ERROR(backend.Zero(out.main_codes, plan.main_code_alloc));
     return backend.TokenRows(t, plan.row_scratch_bytes, plan.warps_per_block);
   }
@@ -191,7 +196,8 @@ absl::Status LaunchDecode(Backend& backend, const SectionPlan& plan, const Secti
   if (plan.delta.mode == kvcodec::DeltaMode::kNone) {
     a.kind = kMainRows;
     a.num_items = plan.main_rows;
-    return plan.fast_dequantize ? backend.DequantRowsFast(a) : backend.DequantRows(a);
+    const bool fast = plan.fast_dequantize && Aligned16(dst) && Aligned16(in.main_codes);
+    return fast ? backend.DequantRowsFast(a) : backend.DequantRows(a);
   }
   a.kind = kRefRows;
   a.num_items = plan.ref_rows;

@@ -41,7 +41,8 @@ size_t SectionScratchBytes(const SectionPlan& plan);
 absl::StatusOr<SectionScratch> PlaceScratch(Backend& backend, const SectionPlan& plan, Workspace& workspace);
 
 // Launches the kernels that quantize section rows r = 0..plan.rows-1, row r read from element
-// src_rows[r] of `src` (backend memory of `dtype`), into `out`. Does not wait; errors collect
+// src_rows[r] of `src` (backend memory of `dtype`), into `out`. Row offsets must be multiples
+// of head_dim (CacheRowOffsets / PaddedRowOffsets make them so). Does not wait; errors collect
 // in scratch.error (ReadEncodeErrors).
 absl::Status LaunchEncode(Backend& backend, const SectionPlan& plan, const SectionScratch& scratch,
                           const void* src, kvcodec::DType dtype, const int64_t* src_rows,
@@ -49,7 +50,8 @@ absl::Status LaunchEncode(Backend& backend, const SectionPlan& plan, const Secti
 // Waits, then InvalidArgument with kvcodec's message if a value or a residual was out of range.
 absl::Status ReadEncodeErrors(Backend& backend, const SectionScratch& scratch);
 
-// Launches the kernels that write the rows to `dst` (row r at element dst_rows[r]) in `dtype`.
+// Launches the kernels that write the rows to `dst` (row r at element dst_rows[r], a multiple
+// of head_dim) in `dtype`.
 // Every param must be a finite half (CheckParamsFinite on the host copy first, as kvcodec
 // checks). Does not wait.
 absl::Status LaunchDecode(Backend& backend, const SectionPlan& plan, const SectionScratch& scratch,
