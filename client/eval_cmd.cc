@@ -1,5 +1,6 @@
 #include "client/eval_cmd.h"
 
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -17,6 +18,7 @@
 #include "client/eval/runner.h"
 #include "client/eval/scoring.h"
 #include "client/eval/tasks.h"
+#include "client/generate_cmd.h"
 #include "nlohmann/json.hpp"
 #include "server/nodes/model.h"
 
@@ -62,6 +64,18 @@ absl::Status WriteFile(const std::string& path, const std::string& content) {
 absl::Status ValidateOptions(const EvalOptions& o) {
   if (o.tasks_path.empty() == o.text_path.empty()) {
     return absl::InvalidArgumentError("give exactly one of --tasks FILE and --text FILE|-");
+  }
+  if (o.model_dir.empty() && o.prefill_address.empty()) {
+    return absl::InvalidArgumentError("give --model DIR (in process) or --prefill HOST:PORT (a running node)");
+  }
+  if (!o.prefill_address.empty()) {
+    if (!o.text_path.empty()) {
+      return absl::InvalidArgumentError("--text needs the model's logits: it runs in process only (--model)");
+    }
+    if (!o.scout_dir.empty()) return absl::InvalidArgumentError("--scout runs in process only");
+    if (!o.quality.empty() && o.quality != "task_score") {
+      return absl::InvalidArgumentError("a node returns no logits: --prefill runs measure task_score only");
+    }
   }
   if (!o.quality.empty()) {
     auto q = eval::ParseQuality(o.quality);
@@ -115,8 +129,10 @@ absl::StatusOr<std::vector<eval::EvalConfig>> BuildConfigs(const EvalOptions& o,
     seen[c.label.name] = c.label.codec;
     out.push_back(std::move(c));
   }
+  // Without the model (a --prefill run) every layer a plan could name is checked.
+  const int layers = shape.num_layers > 0 ? shape.num_layers : kvcodec::DecodeLimits{}.max_layers;
   for (const eval::EvalConfig& c : out) {
-    if (eval::IsLossless(c.codec, shape.num_layers)) {
+    if (eval::IsLossless(c.codec, layers)) {
       *reference = c.label.name;
       return out;
     }
@@ -129,7 +145,7 @@ absl::StatusOr<std::vector<eval::EvalConfig>> BuildConfigs(const EvalOptions& o,
 }
 
 std::string Settings(const EvalOptions& o) {
-  std::string s = absl::StrCat("scout=", o.scout_dir, ";dtype=", o.dtype, ";fidelity_tokens=", o.fidelity_tokens,
+  std::string s = absl::StrCat("prefill=", o.prefill_address, ";scout=", o.scout_dir, ";dtype=", o.dtype, ";fidelity_tokens=", o.fidelity_tokens,
                                ";max_new_tokens=", o.max_new_tokens, ";attention=", !o.no_attention_error,
                                ";window=", o.observation_window);
   if (!o.text_path.empty()) {
@@ -139,6 +155,59 @@ std::string Settings(const EvalOptions& o) {
     absl::StrAppend(&s, ";format=", o.format, ";task=", o.default_task, ";limit=", o.limit);
   }
   return s;
+}
+
+// One example through a running prefill node, per configuration: the node builds the prompt,
+// compresses, ships and decodes; the reply carries the answer, the bytes and the timings. A node
+// returns no logits, so there are no fidelity measures.
+absl::Status RunRemoteExample(const EvalOptions& o, const eval::TaskExample& ex,
+                              const std::vector<eval::EvalConfig>& configs, const eval::SkipFn& skip,
+                              const eval::RecordSink& sink) {
+  GenerateOptions call;
+  call.prefill_address = o.prefill_address;
+  call.timeout_seconds = o.timeout_seconds;
+  for (const eval::EvalConfig& c : configs) {
+    if (skip(c, ex.id)) continue;
+    kvwire::v1::GenerateRequest request;
+    request.set_request_id(absl::StrCat("eval-", ex.id, "-", c.label.name));
+    request.set_context(ex.context);
+    request.set_question(ex.question);
+    request.set_codec_config(c.label.codec);
+    auto* opts = request.mutable_options();
+    opts->set_max_new_tokens(o.max_new_tokens > 0 ? o.max_new_tokens : eval::TaskMaxNewTokens(ex.task));
+    opts->set_temperature(0);
+    kvwire::v1::GenerateReply reply;
+    const auto start = std::chrono::steady_clock::now();
+    const grpc::Status status = CallGenerate(call, request, &reply);
+    const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (!status.ok()) {
+      return absl::UnavailableError(absl::StrCat(o.prefill_address, ": ", c.label.name, " on ", ex.id, ": ",
+                                                 status.error_message()));
+    }
+    const kvwire::v1::RequestStats& s = reply.stats();
+    eval::EvalRecord r;
+    r.config = c.label.name;
+    r.codec = c.label.codec;
+    r.example_id = ex.id;
+    r.task = ex.task;
+    r.model_fingerprint = reply.model_fingerprint();
+    r.prediction = reply.text();
+    auto score = eval::ScoreExample(ex, r.prediction);
+    if (!score.ok()) return score.status();
+    r.score = *score;
+    r.prompt_tokens = s.prompt_tokens();
+    r.cached_tokens = std::max(0, s.prompt_tokens() - 1);
+    r.frame_bytes = s.wire_bytes();
+    r.raw_bytes = s.raw_bytes();
+    r.elements = s.raw_bytes() / 2;  // the reference is 16 bits per element
+    r.kept_elements = static_cast<uint64_t>(s.kept_fraction() * static_cast<double>(r.elements) + 0.5);
+    r.prefill_seconds = s.prefill_seconds();
+    r.encode_seconds = s.encode_seconds();
+    r.decode_seconds = s.transfer_seconds() + s.rebuild_seconds();
+    r.generate_seconds = std::max(0.0, wall - r.prefill_seconds - r.encode_seconds - r.decode_seconds);
+    if (absl::Status st = sink(std::move(r)); !st.ok()) return st;
+  }
+  return absl::OkStatus();
 }
 
 bool HasLayersMatrix(const EvalOptions& o) {
@@ -155,7 +224,12 @@ CLI::App* AddEvalCommand(CLI::App& app, EvalOptions& o) {
       "eval",
       "Run a task file or plain text through codec configurations on a model (in process): task score, "
       "bytes, time and fidelity to the full cache (agreement, KL, perplexity, attention and K/V error)");
-  AddEvalOptions(cmd, o)->required();
+  AddEvalOptions(cmd, o);
+  cmd->add_option("--prefill", o.prefill_address,
+                  "Measure a running prefill node (host:port) instead of running the model in process (task files only)");
+  cmd->add_option("--timeout", o.timeout_seconds, "--prefill: deadline of each request in seconds")
+      ->capture_default_str()
+      ->check(CLI::Range(0.001, 86400.0));
   return cmd;
 }
 
@@ -199,16 +273,21 @@ CLI::Option* AddEvalOptions(CLI::App* cmd, EvalOptions& o) {
 
 absl::StatusOr<EvalRun> RunEvalJob(const EvalOptions& o) {
   if (absl::Status s = ValidateOptions(o); !s.ok()) return s;
+  const bool remote = !o.prefill_address.empty();
   nodes::ModelOptions mo;
   mo.model_dir = o.model_dir;
   mo.tokenizer_path = o.tokenizer_path;
   mo.dtype = o.dtype;
   mo.threads = o.threads;
   mo.device = o.device;
-  auto model = nodes::NodeModel::Load(mo);
-  if (!model.ok()) return model.status();
-  const modelio::ModelConfig& mc = (*model)->engine->config();
-  const eval::ModelShape shape{static_cast<int>(mc.num_hidden_layers), static_cast<int>(mc.head_dim)};
+  absl::StatusOr<std::unique_ptr<nodes::NodeModel>> model = std::unique_ptr<nodes::NodeModel>();
+  eval::ModelShape shape;
+  if (!o.model_dir.empty()) {
+    model = nodes::NodeModel::Load(mo);
+    if (!model.ok()) return model.status();
+    const modelio::ModelConfig& mc = (*model)->engine->config();
+    shape = {static_cast<int>(mc.num_hidden_layers), static_cast<int>(mc.head_dim)};
+  }
 
   std::string reference;
   auto configs = BuildConfigs(o, shape, &reference);
@@ -260,7 +339,8 @@ absl::StatusOr<EvalRun> RunEvalJob(const EvalOptions& o) {
   }
 
   // Record log (resumable) or memory.
-  eval::RunMeta meta{(*model)->fingerprint, source, Settings(o)};
+  const std::string fingerprint = remote ? absl::StrCat("remote:", o.prefill_address) : (*model)->fingerprint;
+  eval::RunMeta meta{fingerprint, source, Settings(o)};
   std::unique_ptr<eval::RecordLog> log;
   std::vector<eval::EvalRecord> memory;
   if (!o.out_prefix.empty()) {
@@ -309,12 +389,18 @@ absl::StatusOr<EvalRun> RunEvalJob(const EvalOptions& o) {
   ro.attention_error = !o.no_attention_error;
   ro.observation_window = o.observation_window;
   ro.scout = scout.get();
-  eval::Evaluator evaluator(**model, ro);
-  for (const eval::TaskExample& ex : examples) {
-    if (absl::Status s = evaluator.RunExample(ex, *configs, skip, sink); !s.ok()) return s;
-  }
-  for (const eval::TextSample& s : samples) {
-    if (absl::Status st = evaluator.RunText(s, *configs, skip, sink); !st.ok()) return st;
+  if (remote) {
+    for (const eval::TaskExample& ex : examples) {
+      if (absl::Status s = RunRemoteExample(o, ex, *configs, skip, sink); !s.ok()) return s;
+    }
+  } else {
+    eval::Evaluator evaluator(**model, ro);
+    for (const eval::TaskExample& ex : examples) {
+      if (absl::Status s = evaluator.RunExample(ex, *configs, skip, sink); !s.ok()) return s;
+    }
+    for (const eval::TextSample& s : samples) {
+      if (absl::Status st = evaluator.RunText(s, *configs, skip, sink); !st.ok()) return st;
+    }
   }
   bar.Finish();
 
@@ -324,15 +410,19 @@ absl::StatusOr<EvalRun> RunEvalJob(const EvalOptions& o) {
   std::vector<eval::ConfigLabel> order;
   for (const eval::EvalConfig& c : *configs) order.push_back(c.label);
   EvalRun run;
+  std::string remote_fingerprint;
+  for (const eval::EvalRecord& r : records) {
+    if (!r.model_fingerprint.empty()) remote_fingerprint = r.model_fingerprint;
+  }
   run.summary = eval::Summarize(records, order, reference, quality);
-  run.model_fingerprint = (*model)->fingerprint;
+  run.model_fingerprint = remote_fingerprint.empty() ? fingerprint : remote_fingerprint;
   run.source = source;
   const std::string title = !o.title.empty() ? o.title
-                                             : absl::StrCat(std::filesystem::path(o.model_dir).filename().string(), ": ",
+                                             : absl::StrCat(remote ? o.prefill_address : std::filesystem::path(o.model_dir).filename().string(), ": ",
                                                             std::filesystem::path(o.tasks_path.empty() ? o.text_path : o.tasks_path)
                                                                 .filename()
                                                                 .string());
-  json extra = {{"model", o.model_dir},
+  json extra = {{"model", remote ? o.prefill_address : o.model_dir},
                 {"model_fingerprint", run.model_fingerprint},
                 {"source", source},
                 {"settings", meta.settings},

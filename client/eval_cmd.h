@@ -1,5 +1,5 @@
 // `kvwire eval`: runs a task file or plain text through a matrix of codec configurations on a
-// model, in process, and reports task score, bytes, time and fidelity to the full cache per
+// model, in process (or, for task files, against a running prefill node), and reports task score, bytes, time and fidelity to the full cache per
 // configuration (terminal table; CSV, JSON, SVG plot and markdown tables on disk). Runs resume
 // from their record log. docs/EVAL.md has the experiments, one command each.
 #pragma once
@@ -16,8 +16,11 @@
 namespace kvwire::cli {
 
 struct EvalOptions {
-  // Model.
+  // Model (in process). With prefill_address instead, requests go to a running prefill node;
+  // a --model given as well only supplies the layer count and head size the matrices need.
   std::string model_dir;
+  std::string prefill_address;
+  double timeout_seconds = 600;
   std::string tokenizer_path;
   std::string dtype = "float32";
   int threads = 0;

@@ -1,7 +1,14 @@
 // `kvwire eval` and `kvwire calibrate` through the real binary on the tiny random model: output
 // files, resume, refusal of a foreign log, exit codes, task files, stdin text and the ladder.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <chrono>
+#include <regex>
+#include <vector>
 
 #include <cstdlib>
 #include <filesystem>
@@ -150,6 +157,89 @@ TEST_F(EvalCliTest, TaskFileAndStdin) {
           Out("text.txt"));
   ASSERT_EQ(r.rc, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("int8"));
+}
+
+// A node process: its stdout's first line ("kvwire <role> node listening on ADDR model=...")
+// gives the address. SIGTERM and reaped on destruction.
+class Node {
+ public:
+  explicit Node(std::vector<std::string> args) {
+    int out[2];
+    if (pipe2(out, O_CLOEXEC) != 0) return;
+    pid_ = fork();
+    if (pid_ == 0) {
+      dup2(out[1], 1);
+      const int null = open("/dev/null", O_WRONLY);
+      dup2(null, 2);
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    close(out[1]);
+    fd_ = out[0];
+  }
+  ~Node() {
+    if (pid_ > 0) {
+      kill(pid_, SIGTERM);
+      int status;
+      waitpid(pid_, &status, 0);
+    }
+    if (fd_ >= 0) close(fd_);
+  }
+  std::string Address(const std::string& role) {
+    std::string text;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (text.find('\n') == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+      pollfd p{fd_, POLLIN, 0};
+      if (poll(&p, 1, 1000) <= 0) continue;
+      char buf[512];
+      const ssize_t n = read(fd_, buf, sizeof buf);
+      if (n <= 0) break;
+      text.append(buf, n);
+    }
+    std::smatch m;
+    const std::string line = text.substr(0, text.find('\n'));
+    const std::regex re("^kvwire " + role + " node listening on (127\\.0\\.0\\.1:[0-9]+) .*$");
+    return std::regex_match(line, m, re) ? m[1].str() : "";
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int fd_ = -1;
+};
+
+TEST_F(EvalCliTest, AgainstRunningNodes) {
+  const std::string model = (*dir_ / "model").string();
+  Node decode({KVWIRE_BINARY, "serve", "decode", "--listen", "127.0.0.1:0", "--model", model, "--threads", "1"});
+  const std::string decode_addr = decode.Address("decode");
+  ASSERT_FALSE(decode_addr.empty());
+  Node prefill({KVWIRE_BINARY, "serve", "prefill", "--listen", "127.0.0.1:0", "--model", model, "--threads", "1",
+                "--decode", decode_addr});
+  const std::string prefill_addr = prefill.Address("prefill");
+  ASSERT_FALSE(prefill_addr.empty());
+  Result r = Run("eval --prefill " + prefill_addr + " --tasks " + Out("tasks.jsonl") +
+                 " --max-new-tokens 3 --config int4 --timeout 60 --json");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const json j = json::parse(r.out);
+  ASSERT_EQ(j["configs"].size(), 2u);
+  EXPECT_EQ(j["configs"][0]["config"], "full");
+  EXPECT_EQ(j["configs"][1]["examples"], 2);
+  EXPECT_TRUE(j["configs"][1]["score"].is_number());
+  EXPECT_LT(j["configs"][1]["bytes_per_request"].get<double>(), j["configs"][0]["bytes_per_request"].get<double>());
+  EXPECT_NEAR(j["configs"][0]["kept_fraction"].get<double>(), 1.0, 1e-9);
+  EXPECT_TRUE(j["configs"][1]["agreement"].is_null());  // a node returns no logits
+  EXPECT_THAT(j["model_fingerprint"].get<std::string>(), HasSubstr("qwen2-"));
+  // The in-process run of the same model and task file gives the same answers and bytes.
+  r = Run("eval " + Model() + " --tasks " + Out("tasks.jsonl") + " --max-new-tokens 3 --config int4 --json");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const json local = json::parse(r.out);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(local["configs"][i]["score"], j["configs"][i]["score"]) << i;
+    EXPECT_EQ(local["configs"][i]["bytes_per_request"], j["configs"][i]["bytes_per_request"]) << i;
+  }
+  EXPECT_EQ(Run("eval --prefill " + prefill_addr + " " + Text()).rc, 2);  // text needs logits
 }
 
 TEST_F(EvalCliTest, BadCommandLinesExitWith2) {

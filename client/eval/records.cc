@@ -91,6 +91,7 @@ std::string RecordToJsonLine(const EvalRecord& r) {
             {"example_id", r.example_id},
             {"task", r.task},
             {"prediction", r.prediction},
+            {"model_fingerprint", r.model_fingerprint},
             {"prompt_tokens", r.prompt_tokens},
             {"cached_tokens", r.cached_tokens},
             {"frame_bytes", r.frame_bytes},
@@ -130,6 +131,7 @@ absl::StatusOr<EvalRecord> RecordFromJsonLine(std::string_view line) {
   rd.Get("example_id", r.example_id);
   rd.Get("task", r.task);
   rd.Get("prediction", r.prediction);
+  rd.Get("model_fingerprint", r.model_fingerprint);
   rd.Get("prompt_tokens", r.prompt_tokens);
   rd.Get("cached_tokens", r.cached_tokens);
   rd.Get("frame_bytes", r.frame_bytes);

@@ -25,6 +25,7 @@ struct EvalRecord {
   std::string task;        // task name; "text" for plain-text samples
   std::optional<double> score;  // task score in [0, 1]; absent for text samples
   std::string prediction;       // generated answer (task examples only)
+  std::string model_fingerprint;  // the serving node's, for runs against a node ("" in process)
   int64_t prompt_tokens = 0;    // tokens of the prompt
   int64_t cached_tokens = 0;    // tokens the shipped cache covers (prompt_tokens - 1)
   // kvcodec::ByteAccounting of the frame.
