@@ -105,6 +105,7 @@ int main(int argc, char** argv) {
       return 1;
     }
     (*measured)["fixed_check"] = (*fixed)["accuracy"];
+    (*measured)["retrieves"] = Retrieves(*measured, 0.9);
     auto text = RenderModelCard(card_options.model_dir, card_name, *measured);
     if (!text.ok()) {
       std::cerr << "kvwire_train card: " << text.status() << "\n";

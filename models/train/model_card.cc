@@ -119,6 +119,21 @@ absl::StatusOr<nlohmann::json> MeasureModel(const CardOptions& o) {
       {"elapsed_s", std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()}};
 }
 
+bool Retrieves(const nlohmann::json& measured, double min_accuracy) {
+  for (const char* task : {"passkey", "multikey"}) {
+    if (!measured["accuracy"].contains(task)) return false;
+    for (const auto& [length, by_depth] : measured["accuracy"][task].items()) {
+      int correct = 0, total = 0;
+      for (const auto& [depth, ct] : by_depth.items()) {
+        correct += ct[0].get<int>();
+        total += ct[1].get<int>();
+      }
+      if (total == 0 || correct < min_accuracy * total) return false;
+    }
+  }
+  return true;
+}
+
 absl::StatusOr<std::string> RenderModelCard(const std::string& model_dir, const std::string& name,
                                             const nlohmann::json& measured) {
   const fs::path dir(model_dir);

@@ -37,6 +37,10 @@ CardOptions FixedCheckOptions(const std::string& model_dir);
 // {"accuracy": {task: {length: {depth: [correct, total]}}}, "attention": {...}, "elapsed_s"}.
 absl::StatusOr<nlohmann::json> MeasureModel(const CardOptions& options);
 
+// Whether passkey and multikey reach `min_accuracy` exact match at every measured length: the
+// bar a checkpoint must clear before tests that need a retrieving model are registered.
+bool Retrieves(const nlohmann::json& measured, double min_accuracy);
+
 // The model card (Markdown) for `measured`, with the architecture read from config.json and
 // the training record (train_command.txt, train_state.json) of model_dir.
 absl::StatusOr<std::string> RenderModelCard(const std::string& model_dir, const std::string& name,
