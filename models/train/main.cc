@@ -129,9 +129,11 @@ int main(int argc, char** argv) {
   o.schedule = *stages;
   // The model card quotes the exact commands that made the checkpoint.
   std::filesystem::create_directories(o.out_dir);
-  std::ofstream record(o.out_dir + "/train_command.txt", std::ios::app);
-  for (int i = 0; i < argc; ++i) record << (i ? " " : "") << argv[i];
-  record << "\n";
+  {
+    std::ofstream record(o.out_dir + "/train_command.txt", std::ios::app);
+    for (int i = 0; i < argc; ++i) record << (i ? " " : "") << argv[i];
+    record << "\n";
+  }
   absl::Status s = Train(o, std::cout);
   if (!s.ok()) {
     std::cerr << "kvwire_train: " << s << "\n";
