@@ -64,7 +64,7 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(int device = 0);
 // Whether a CUDA device is usable (false in a build without CUDA).
 bool CudaDeviceAvailable();
 
-// Backend memory owned by one object.
+// Backend memory owned by one object (the backend must outlive it).
 class Buffer {
  public:
   Buffer() = default;

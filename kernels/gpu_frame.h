@@ -46,7 +46,8 @@ struct GpuDecodeOptions {
   bool at_token_index = false;
 };
 
-// kvcodec::DecodeFrame into backend memory; also checks every record before using it.
+// kvcodec::DecodeFrame into backend memory; also checks every record before using it. The
+// layers' buffers belong to `backend`, which must outlive them.
 absl::StatusOr<std::vector<DeviceDecodedLayer>> DecodeFrameOn(
     Backend& backend, std::span<const uint8_t> frame, const kvcodec::DecodeLimits& limits = {},
     std::string_view expected_fingerprint = {}, kvcodec::FrameInfo* info = nullptr,
