@@ -272,6 +272,23 @@ KVW_HD MinMax MergeMinMax(const MinMax& a, const MinMax& b) {
   return m;
 }
 
+// min / max of two values when the caller does not care which of two equal values (+0 / -0)
+// comes back, nor about NaN (it checks for NaN separately).
+KVW_HD float FastMin(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return fminf(a, b);
+#else
+  return StdMin(a, b);
+#endif
+}
+KVW_HD float FastMax(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return fmaxf(a, b);
+#else
+  return StdMax(a, b);
+#endif
+}
+
 KVW_HD bool InHalfRange(float v) { return (v < 0 ? -v : v) <= kHalfMax; }  // false for NaN
 
 // ---- code streams ------------------------------------------------------------------------------

@@ -95,14 +95,30 @@ KVW_HD void FastLanePosition(int head_dim, uint64_t lane, int64_t* row, int* c0)
   *c0 = static_cast<int>(lane % per_row) * kFastElems;
 }
 
-// Phase A: loads the lane's values and their min/max (keys as kvcodec's per-token MinMax).
+// Phase A: loads the lane's values and their min/max. Keys (kvcodec's tie order) matter only
+// when an extreme is a zero, whose sign reaches the stream: equal nonzero values have equal
+// bits. So the lane takes plain min/max and looks for the first zero in key order only when an
+// extreme is zero; its other keys are left at INT32_MAX, which gives the same merged result.
+// An out-of-range value fails the whole section, so its group's quantizer does not matter.
 KVW_HD MinMax FastQuantizeLoad(const TokenRowsArgs& a, int64_t row, int c0, float* x) {
   LoadLane(a.src, a.src_dtype, static_cast<uint64_t>(a.src_row[row]) + c0, x);
-  const int tg = a.g.token_group;
-  MinMax m = EmptyMinMax();
+  bool bad = false;
+  float lo = x[0], hi = x[0];
   for (int i = 0; i < kFastElems; ++i) {
-    if (!InHalfRange(x[i])) RaiseError(a.error, kErrValueRange);
-    PushMinMax(m, x[i], TokenGroupKey(c0 % tg + i, tg));
+    bad |= !InHalfRange(x[i]);
+    lo = FastMin(lo, x[i]);
+    hi = FastMax(hi, x[i]);
+  }
+  if (bad) RaiseError(a.error, kErrValueRange);
+  MinMax m{lo, INT32_MAX, hi, INT32_MAX, bad};
+  if (lo == 0.0f || hi == 0.0f) {
+    const int tg = a.g.token_group;
+    for (int i = 0; i < kFastElems; ++i) {
+      if (x[i] != 0.0f) continue;
+      const int32_t key = TokenGroupKey(c0 % tg + i, tg);
+      if (lo == 0.0f && key < m.lo_key) m.lo = x[i], m.lo_key = key;
+      if (hi == 0.0f && key < m.hi_key) m.hi = x[i], m.hi_key = key;
+    }
   }
   return m;
 }

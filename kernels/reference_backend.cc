@@ -59,22 +59,21 @@ class ReferenceBackend final : public Backend {
     return absl::OkStatus();
   }
   absl::Status TokenRowsFast(const TokenRowsArgs& a) override {
-    // Per row: phase A on every lane, the group merges, phase B on every lane.
+    // Per row: phase A on every lane, the warp's xor butterfly (each lane merges its partner's
+    // value into its own, as __shfl_xor_sync does), phase B on every lane with its own result.
     const int lanes = a.g.head_dim / kFastElems, group = FastGroupLanes(a.g.token_group);
     std::vector<float> x(static_cast<size_t>(lanes) * kFastElems);
-    std::vector<MinMax> partial(lanes);
+    std::vector<MinMax> m(lanes), next(lanes);
     for (int64_t row = 0; row < a.num_items; ++row) {
-      for (int j = 0; j < lanes; ++j) {
-        partial[j] = FastQuantizeLoad(a, row, j * kFastElems, x.data() + j * kFastElems);
+      for (int j = 0; j < lanes; ++j) m[j] = FastQuantizeLoad(a, row, j * kFastElems, x.data() + j * kFastElems);
+      for (int offset = 1; offset < group; offset <<= 1) {
+        for (int j = 0; j < lanes; ++j) next[j] = MergeMinMax(m[j], m[j ^ offset]);
+        m.swap(next);
       }
-      for (int j0 = 0; j0 < lanes; j0 += group) {
-        MinMax m = EmptyMinMax();
-        for (int j = j0; j < j0 + group; ++j) m = MergeMinMax(m, partial[j]);
-        for (int j = j0; j < j0 + group; ++j) {
-          WithFastBits(a.g.bits, [&](auto bits) {
-            FastQuantizeStore<bits()>(a, row, j * kFastElems, x.data() + j * kFastElems, m);
-          });
-        }
+      for (int j = 0; j < lanes; ++j) {
+        WithFastBits(a.g.bits, [&](auto bits) {
+          FastQuantizeStore<bits()>(a, row, j * kFastElems, x.data() + j * kFastElems, m[j]);
+        });
       }
     }
     return absl::OkStatus();

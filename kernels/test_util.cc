@@ -70,21 +70,20 @@ std::vector<uint8_t> MakeCache(const CacheCase& c) {
     for (int t = 0; t < c.tokens; ++t) {
       float* row = &x[(static_cast<size_t>(h) * c.tokens + t) * d];
       for (int ch = 0; ch < d; ++ch) row[ch] = mean[ch] + scale[ch] * gauss(rng);
+      auto signed_zero = [&] { return (rng() & 1) ? 0.0f : -0.0f; };
       if (t % 11 == 3) {  // constant row: a zero scale per token
         std::fill(row, row + d, 0.75f);
-      } else if (t % 13 == 5) {  // zeros of both signs only: ties between +0 and -0
-        for (int ch = 0; ch < d; ++ch) row[ch] = (rng() & 1) ? 0.0f : -0.0f;
-      } else if (t % 7 == 2) {  // the minimum is a zero of either sign
-        for (int ch = 0; ch < d; ++ch) row[ch] = rng() % 5 == 0 ? ((rng() & 1) ? 0.0f : -0.0f) : std::fabs(row[ch]);
-      } else if (t % 7 == 4) {  // the maximum is a zero of either sign
-        for (int ch = 0; ch < d; ++ch) row[ch] = rng() % 5 == 0 ? ((rng() & 1) ? 0.0f : -0.0f) : -std::fabs(row[ch]);
-      }
-      // Columns whose minimum (or maximum) is a signed zero, for per-channel quantizers.
-      for (int ch = 1; ch < d; ch += 5) {
-        row[ch] = rng() % 4 == 0 ? ((rng() & 1) ? 0.0f : -0.0f) : std::fabs(row[ch]);
-      }
-      for (int ch = 3; ch < d; ch += 5) {
-        row[ch] = rng() % 4 == 0 ? ((rng() & 1) ? 0.0f : -0.0f) : -std::fabs(row[ch]);
+      } else if (h % 2 == 0) {  // rows whose extremes are zeros of either sign (per token)
+        if (t % 13 == 5) {
+          for (int ch = 0; ch < d; ++ch) row[ch] = signed_zero();
+        } else if (t % 3 == 1) {
+          for (int ch = 0; ch < d; ++ch) row[ch] = rng() % 5 == 0 ? signed_zero() : std::fabs(row[ch]);
+        } else if (t % 3 == 2) {
+          for (int ch = 0; ch < d; ++ch) row[ch] = rng() % 5 == 0 ? signed_zero() : -std::fabs(row[ch]);
+        }
+      } else {  // columns whose extremes are zeros of either sign (per channel)
+        for (int ch = 1; ch < d; ch += 5) row[ch] = rng() % 4 == 0 ? signed_zero() : std::fabs(row[ch]);
+        for (int ch = 3; ch < d; ch += 5) row[ch] = rng() % 4 == 0 ? signed_zero() : -std::fabs(row[ch]);
       }
     }
   }
