@@ -107,7 +107,10 @@ class DecodeNodeService::Reactor final : public grpc::ServerReadReactor<kvwire::
     }
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    if (reserved_ > 0) service_->Unreserve(reserved_);
+    delete this;
+  }
 
  private:
   // Bounded metric labels: known preset names, else "custom".
@@ -138,6 +141,13 @@ class DecodeNodeService::Reactor final : public grpc::ServerReadReactor<kvwire::
   void OnChunk() {
     absl::Status s = receiver_->Accept(message_.chunk().frame_bytes());
     if (!s.ok()) return Fail(s);
+    if (reserved_ == 0 && receiver_->info() != nullptr) {
+      // The frame header is verified: reserve the whole rebuilt cache before any layer is.
+      const kvcodec::CacheShape& shape = receiver_->info()->shape;
+      const uint64_t need = std::max<uint64_t>(1, shape.num_elements() * kvcodec::DTypeSize(shape.dtype));
+      if (absl::Status r = service_->Reserve(need); !r.ok()) return Fail(r);
+      reserved_ = need;
+    }
     for (kvcodec::DecodedLayer& layer : receiver_->TakeLayers()) {
       held_bytes_ += LayerBytes(layer);
       layers_.push_back(std::move(layer));
@@ -150,6 +160,11 @@ class DecodeNodeService::Reactor final : public grpc::ServerReadReactor<kvwire::
   }
 
   void EndOfStream() {
+    if (context_->IsCancelled()) {
+      // The sender went away (killed, cancelled, deadline): nothing is generated and what was
+      // received is freed with this reactor.
+      return Fail(absl::CancelledError("upload cancelled by the sender before its end"));
+    }
     if (!header_) {
       return Fail(absl::InvalidArgumentError("upload ended without an UploadHeader"));
     }
@@ -233,6 +248,7 @@ class DecodeNodeService::Reactor final : public grpc::ServerReadReactor<kvwire::
     if (metrics_ != nullptr) metrics_->CountRequest(code);
     stream_.Release();
     hold_.reset();
+    if (reserved_ > 0) service_->Unreserve(std::exchange(reserved_, 0));
     fields["role"] = "decode";
     fields["request_id"] = request_id_;
     fields["preset"] = preset_;
@@ -257,6 +273,7 @@ class DecodeNodeService::Reactor final : public grpc::ServerReadReactor<kvwire::
   metrics::NodeMetrics::Scoped stream_;
   std::optional<metrics::NodeMetrics::CacheHold> hold_;
   uint64_t held_bytes_ = 0;
+  uint64_t reserved_ = 0;  // of the service's cache budget; returned in OnDone
 };
 
 DecodeNodeService::DecodeNodeService(DecodeServiceOptions options) : options_(std::move(options)) {}
@@ -264,6 +281,28 @@ DecodeNodeService::DecodeNodeService(DecodeServiceOptions options) : options_(st
 DecodeNodeService::~DecodeNodeService() {
   std::unique_lock<std::mutex> lock(mu_);
   idle_.wait(lock, [this] { return running_consumers_ == 0; });
+}
+
+absl::Status DecodeNodeService::Reserve(uint64_t bytes) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const uint64_t limit = options_.max_cache_bytes;
+  if (limit > 0 && (bytes > limit || reserved_bytes_ > limit - bytes)) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "decode node cache memory limit: this upload needs ", bytes, " bytes, ", reserved_bytes_,
+        " of ", limit, " are held by other requests; retry later or on another node"));
+  }
+  reserved_bytes_ += bytes;
+  return absl::OkStatus();
+}
+
+void DecodeNodeService::Unreserve(uint64_t bytes) {
+  std::lock_guard<std::mutex> lock(mu_);
+  reserved_bytes_ -= std::min(bytes, reserved_bytes_);
+}
+
+uint64_t DecodeNodeService::reserved_cache_bytes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return reserved_bytes_;
 }
 
 void DecodeNodeService::ConsumerStarted() {

@@ -58,6 +58,12 @@ struct DecodeServiceOptions {
   // Not owned; may be null. Counts calls by code, streams in flight, received bytes by preset,
   // the transfer / rebuild / decode stages, generated tokens and the caches held.
   metrics::NodeMetrics* metrics = nullptr;
+  // Most bytes of rebuilt caches the node holds at once, over all uploads (0: no limit). Each
+  // upload reserves its cache's full rebuilt size (every element in the frame's dtype) as soon
+  // as the frame header arrives and keeps it until its call ends (generation included); an
+  // upload that would exceed the limit fails with RESOURCE_EXHAUSTED before any layer is
+  // rebuilt, so many concurrent requests cannot push the node into an out-of-memory kill.
+  uint64_t max_cache_bytes = 0;
   // Preset names accepted as metric labels besides kvcodec's built-in ones (the node's preset
   // files); any other x-kvwire-preset value is counted as "custom", keeping labels bounded.
   std::set<std::string> preset_names;
@@ -84,15 +90,22 @@ class DecodeNodeService final : public kvwire::v1::DecodeNode::CallbackService {
   grpc::ServerReadReactor<kvwire::v1::CacheUpload>* Generate(
       grpc::CallbackServerContext* context, kvwire::v1::GenerateReply* reply) override;
 
+  // Bytes reserved by the uploads in progress (see DecodeServiceOptions::max_cache_bytes).
+  uint64_t reserved_cache_bytes() const;
+
  private:
   class Reactor;
   void ConsumerStarted();
   void ConsumerDone();
+  // Reserves `bytes` of the cache budget; ResourceExhausted when the limit would be exceeded.
+  absl::Status Reserve(uint64_t bytes);
+  void Unreserve(uint64_t bytes);
 
   const DecodeServiceOptions options_;
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable idle_;
   int running_consumers_ = 0;
+  uint64_t reserved_bytes_ = 0;  // guarded by mu_
 };
 
 // Client side: uploads `frame` to a DecodeNode as `header` followed by slices of at most

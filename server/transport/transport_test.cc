@@ -16,6 +16,7 @@
 #include "kvcodec/kvcodec.h"
 #include "kvcodec/synthetic.h"
 #include "server/transport/decode_service.h"
+#include "server/transport/frame_upload.h"
 #include "server/transport/frame_receiver.h"
 
 namespace kvwire::transport {
@@ -101,6 +102,7 @@ class TestServer {
   ~TestServer() { server_->Shutdown(In(std::chrono::milliseconds(2000))); }
 
   kvwire::v1::DecodeNode::Stub& stub() { return *stub_; }
+  DecodeNodeService& service() { return service_; }
 
  private:
   DecodeNodeService service_;
@@ -324,6 +326,110 @@ TEST(DecodeServiceTest, DeadlineShorterThanTheWorkIsDeadlineExceeded) {
                              In(std::chrono::milliseconds(200)), nullptr);
   EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded) << s;
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(700));
+}
+
+// Six uploads at once against a budget of two and a half caches: the ones over the budget fail
+// with RESOURCE_EXHAUSTED before anything is rebuilt, the others are generated from, and the
+// budget is whole again afterwards.
+TEST(DecodeServiceTest, CacheMemoryLimitRejectsUploadsBeyondIt) {
+  RecordingConsumer consumer(std::chrono::milliseconds(800));
+  const uint64_t cache_bytes = Shape().num_elements() * 2;  // bf16
+  TestServer server({.model_fingerprint = kModel,
+                     .consumer = &consumer,
+                     .max_cache_bytes = cache_bytes * 5 / 2});
+  constexpr int kClients = 6;
+  const std::vector<uint8_t> frame = Encode(kvcodec::MakeSyntheticCache(Shape(), 3), "plan=*:int4");
+  std::vector<absl::Status> results(kClients);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kClients; ++i) {
+    threads.emplace_back([&, i] {
+      results[i] = SendFrame(server.stub(), Header(absl::StrCat("m", i)), frame, 65536,
+                             In(std::chrono::seconds(20)), nullptr);
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  int ok = 0, exhausted = 0;
+  for (const absl::Status& s : results) {
+    if (s.ok()) {
+      ++ok;
+    } else {
+      EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+      EXPECT_THAT(s.message(), HasSubstr("memory limit")) << s;
+      ++exhausted;
+    }
+  }
+  EXPECT_GE(ok, 2);
+  EXPECT_GE(exhausted, 1);
+  EXPECT_EQ(ok + exhausted, kClients);
+  EXPECT_EQ(consumer.calls(), ok);
+  EXPECT_EQ(server.service().reserved_cache_bytes(), 0u);
+  // One upload larger than the whole budget never fits.
+  TestServer small({.model_fingerprint = kModel, .consumer = &consumer, .max_cache_bytes = 1000});
+  EXPECT_EQ(SendFrame(small.stub(), Header("big"), frame, 65536, In(std::chrono::seconds(5)),
+                      nullptr)
+                .code(),
+            absl::StatusCode::kResourceExhausted);
+}
+
+// A frame pushed in pieces while it is "produced" arrives bit-exact; a paced link takes at least
+// bytes / rate.
+TEST(FrameUploadTest, StreamedPiecesArriveAndThePacerHoldsTheRate) {
+  RecordingConsumer consumer;
+  TestServer server({.model_fingerprint = kModel, .consumer = &consumer});
+  const kvcodec::SyntheticCache cache = kvcodec::MakeSyntheticCache(Shape(), 4);
+  const std::vector<uint8_t> frame = Encode(cache, "plan=*:raw");
+  constexpr double kRate = 32e6;  // bits per second
+  const auto start = std::chrono::steady_clock::now();
+  auto upload = FrameUpload::Start(server.stub(), Header("s"),
+                                   {.slice_bytes = 50000,
+                                    .deadline = In(std::chrono::seconds(20)),
+                                    .link_bits_per_second = kRate});
+  ASSERT_TRUE(upload.ok()) << upload.status();
+  for (size_t offset = 0; offset < frame.size(); offset += 77777) {
+    const size_t n = std::min<size_t>(77777, frame.size() - offset);
+    ASSERT_TRUE((*upload)->Push(std::vector<uint8_t>(frame.begin() + offset,
+                                                     frame.begin() + offset + n)));
+  }
+  GenerateReply reply;
+  ASSERT_TRUE((*upload)->Finish(&reply).ok());
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_GE(seconds, 8.0 * frame.size() / kRate * 0.95);
+  EXPECT_EQ((*upload)->bytes_sent(), frame.size());
+  EXPECT_GE((*upload)->send_seconds(), 8.0 * frame.size() / kRate * 0.9);
+  EXPECT_EQ(reply.stats().wire_bytes(), frame.size());
+  ASSERT_EQ(consumer.calls(), 1);
+  const auto layers = consumer.last_layers();
+  ASSERT_EQ(layers.size(), 4u);
+  EXPECT_EQ(layers[0].keys[0].size(), 200u * 64 * 2);
+}
+
+// A sender that goes away mid-frame: nothing is generated and the cache budget is returned.
+TEST(FrameUploadTest, CancelledMidStreamFreesAndGeneratesNothing) {
+  RecordingConsumer consumer;
+  const uint64_t cache_bytes = Shape().num_elements() * 2;
+  TestServer server({.model_fingerprint = kModel, .consumer = &consumer,
+                     .max_cache_bytes = cache_bytes});
+  const std::vector<uint8_t> frame = Encode(kvcodec::MakeSyntheticCache(Shape(), 5), "plan=*:raw");
+  auto upload = FrameUpload::Start(server.stub(), Header("gone"),
+                                   {.slice_bytes = 4096, .deadline = In(std::chrono::seconds(20))});
+  ASSERT_TRUE(upload.ok());
+  ASSERT_TRUE((*upload)->Push(std::vector<uint8_t>(frame.begin(), frame.begin() + frame.size() / 2)));
+  // Wait until the decode node has the frame header (and so a reservation).
+  for (int i = 0; i < 200 && server.service().reserved_cache_bytes() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(server.service().reserved_cache_bytes(), cache_bytes);
+  (*upload)->Cancel();
+  for (int i = 0; i < 200 && server.service().reserved_cache_bytes() != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(server.service().reserved_cache_bytes(), 0u);
+  EXPECT_EQ(consumer.calls(), 0);
+  // The whole budget is free for the next upload.
+  EXPECT_TRUE(SendFrame(server.stub(), Header("next"), frame, 65536, In(std::chrono::seconds(10)),
+                        nullptr)
+                  .ok());
 }
 
 }  // namespace
