@@ -362,6 +362,9 @@ absl::StatusOr<PrefillResult> Engine::Impl::Prefill(std::span<const int32_t> tok
   if (opts.debug_return_queries) debug_q = at::empty({L, heads, T, head_dim}, On(at::kFloat));
 
   const int64_t chunk = opts.prefill_chunk_override > 0 ? opts.prefill_chunk_override : prefill_chunk;
+  PrefillResult result;
+  result.keys.resize(L);
+  result.values.resize(L);
   at::Tensor last_hidden;
   for (int64_t p0 = 0; p0 < T; p0 += chunk) {
     const int64_t n = std::min(chunk, T - p0);
@@ -395,23 +398,36 @@ absl::StatusOr<PrefillResult> Engine::Impl::Prefill(std::span<const int32_t> tok
         at::Tensor rows = probs.narrow(2, a - p0, b - a);  // [kvh, g, rows, S]
         r.acc[l].narrow(1, 0, S).add_(rows.sum({1, 2}));
       }
+      if (p0 + n == T) {
+        // Layer l is final: export it now (and drop the device copy) so that on_layer can ship
+        // it while the next layers run.
+        result.keys[l] = ToBytes(K[l]);
+        result.values[l] = ToBytes(V[l]);
+        K[l] = at::Tensor();
+        V[l] = at::Tensor();
+        if (opts.on_layer) {
+          PrefillLayer done;
+          done.layer = static_cast<int>(l);
+          done.keys = result.keys[l];
+          done.values = result.values[l];
+          if (window_index >= 0) done.window_scores = ToFloatVector(ranges[window_index].acc[l]);
+          if (question_index >= 0) done.question_scores = ToFloatVector(ranges[question_index].acc[l]);
+          if (accumulated_index >= 0) {
+            done.accumulated_scores = ToFloatVector(ranges[accumulated_index].acc[l]);
+          }
+          ENGINE_RETURN_IF_ERROR(opts.on_layer(done));
+        }
+      }
       h = FinishLayer(lw, h, attn);
     }
     if (p0 + n == T) last_hidden = h.narrow(0, n - 1, 1);
   }
 
-  PrefillResult result;
   result.shape.num_layers = static_cast<int>(L);
   result.shape.num_kv_heads = static_cast<int>(kv_heads);
   result.shape.head_dim = static_cast<int>(head_dim);
   result.shape.num_tokens = static_cast<int>(T);
   result.shape.dtype = cache_dtype;
-  result.keys.reserve(L);
-  result.values.reserve(L);
-  for (int64_t l = 0; l < L; ++l) {
-    result.keys.push_back(ToBytes(K[l]));
-    result.values.push_back(ToBytes(V[l]));
-  }
   result.positions.resize(T);
   for (int64_t t = 0; t < T; ++t) result.positions[t] = static_cast<int32_t>(t);
   result.last_logits = ToFloatVector(Logits(last_hidden).squeeze(0));

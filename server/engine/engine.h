@@ -20,6 +20,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -53,7 +54,25 @@ struct EngineOptions {
   std::string device = "cpu";
 };
 
+// One layer of a prefill's cache, complete (PrefillOptions::on_layer).
+struct PrefillLayer {
+  int layer = 0;
+  // [kv_heads, tokens, head_dim] in the cache dtype. They point into the PrefillResult the call
+  // returns and stay valid and unchanged as long as it lives.
+  std::span<const uint8_t> keys;
+  std::span<const uint8_t> values;
+  // This layer's rows of the requested scores, [kv_heads, tokens]; empty when not requested.
+  std::vector<float> window_scores;
+  std::vector<float> question_scores;
+  std::vector<float> accumulated_scores;
+};
+
 struct PrefillOptions {
+  // If set, called on the calling thread as soon as each layer's cache and scores are final
+  // (during the last prompt chunk, layers in order), so a caller can encode and ship layer l
+  // while the model computes layer l + 1. A non-OK status stops the prefill and is returned.
+  std::function<absl::Status(const PrefillLayer&)> on_layer;
+
   // If > 0, PrefillResult::window_scores holds the attention that the last
   // min(snapkv_window, T) query positions give to every key (SnapKV's observation window).
   int snapkv_window = 0;

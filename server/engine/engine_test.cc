@@ -178,6 +178,49 @@ TEST_P(EngineTest, ChunkedPrefillMatchesUnchunked) {
   EXPECT_GT(MaxAbsDiff(a->last_logits, shorter->last_logits), 1e-3);
 }
 
+// on_layer hands out each layer once, in order, with the bytes and score rows the result holds;
+// an error from it stops the prefill.
+TEST_P(EngineTest, OnLayerStreamsFinalLayersInOrder) {
+  auto engine = Load(7);
+  ASSERT_TRUE(engine);
+  const std::vector<int32_t> prompt = Prompt(23);
+  std::vector<int> order;
+  std::vector<std::vector<uint8_t>> keys, values;
+  std::vector<std::vector<float>> window, question;
+  PrefillOptions o;
+  o.snapkv_window = 4;
+  o.question_begin = 18;
+  o.question_end = 23;
+  o.on_layer = [&](const PrefillLayer& layer) {
+    order.push_back(layer.layer);
+    keys.emplace_back(layer.keys.begin(), layer.keys.end());
+    values.emplace_back(layer.values.begin(), layer.values.end());
+    window.push_back(layer.window_scores);
+    question.push_back(layer.question_scores);
+    EXPECT_TRUE(layer.accumulated_scores.empty());
+    return absl::OkStatus();
+  };
+  auto r = engine->Prefill(prompt, o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(order, Range(0, 2));
+  const size_t per_layer = 2u * 23;
+  for (int l = 0; l < 2; ++l) {
+    EXPECT_EQ(keys[l], r->keys[l]);
+    EXPECT_EQ(values[l], r->values[l]);
+    const auto w = std::span(r->window_scores->values).subspan(l * per_layer, per_layer);
+    const auto q = std::span(r->question_scores->values).subspan(l * per_layer, per_layer);
+    EXPECT_EQ(window[l], std::vector<float>(w.begin(), w.end()));
+    EXPECT_EQ(question[l], std::vector<float>(q.begin(), q.end()));
+  }
+  int calls = 0;
+  o.on_layer = [&](const PrefillLayer&) {
+    ++calls;
+    return absl::CancelledError("client went away");
+  };
+  EXPECT_EQ(engine->Prefill(prompt, o).status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(calls, 1);
+}
+
 TEST_P(EngineTest, DecodeStepMatchesLongerPrefill) {
   auto engine = Load(7);
   ASSERT_TRUE(engine);

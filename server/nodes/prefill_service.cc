@@ -13,9 +13,11 @@
 #include "server/metrics/log.h"
 #include "server/engine/engine.h"
 #include "server/nodes/engine_consumer.h"
+#include "server/nodes/layer_encoder.h"
 #include "server/tokenizer/chat_template.h"
 #include "server/transport/decode_service.h"
 #include "server/transport/frame_receiver.h"
+#include "server/transport/frame_upload.h"
 
 namespace kvwire::nodes {
 namespace {
@@ -158,7 +160,8 @@ struct PrefillNodeService::Trace {
 
 PrefillNodeService::PrefillNodeService(PrefillServiceOptions options)
     : options_(std::move(options)),
-      decode_stub_(kvwire::v1::DecodeNode::NewStub(options_.decode_channel)) {
+      decode_stub_(kvwire::v1::DecodeNode::NewStub(options_.decode_channel)),
+      shadow_sampler_(options_.shadow_rate, options_.shadow_seed) {
   const int n = std::max(1, options_.workers);
   for (int i = 0; i < n; ++i) workers_.emplace_back([this] { WorkerLoop(); });
 }
@@ -241,6 +244,8 @@ absl::StatusOr<kvwire::v1::GenerateReply> PrefillNodeService::Handle(
                    {"prefill_seconds", st.prefill_seconds()},
                    {"selection_seconds", trace.selection_seconds},
                    {"encode_seconds", st.encode_seconds()},
+                   {"upload_seconds", st.upload_seconds()},
+                   {"overlap_seconds", st.overlap_seconds()},
                    {"transfer_seconds", st.transfer_seconds()},
                    {"rebuild_seconds", st.rebuild_seconds()},
                    {"first_token_seconds", st.first_token_seconds()}});
@@ -322,11 +327,75 @@ absl::StatusOr<kvwire::v1::GenerateReply> PrefillNodeService::Run(
       break;
   }
 
+  // The cache's shape is known before the model runs, so the upload opens first: the header
+  // travels while layer 0 is computed and each frame chunk follows as soon as its layers are
+  // (prefill, encoding, transfer and the decode node's rebuild overlap).
+  const modelio::ModelConfig& mc = engine.config();
+  const kvcodec::CacheShape shape{.num_layers = static_cast<int>(mc.num_hidden_layers),
+                                  .num_kv_heads = static_cast<int>(mc.num_key_value_heads),
+                                  .head_dim = static_cast<int>(mc.head_dim),
+                                  .num_tokens = cached,
+                                  .dtype = engine.cache_dtype()};
+  std::vector<int32_t> positions(cached);
+  for (int t = 0; t < cached; ++t) positions[t] = t;
+
+  kvwire::v1::UploadHeader header;
+  header.set_request_id(trace.request_id);
+  header.set_model_fingerprint(model.fingerprint);
+  *header.mutable_options() = request.options();
+  header.set_prompt_tokens(cached);
+  header.add_suffix_token_ids(prompt->token_ids.back());
+  if (shadow_sampler_.Sample()) {  // the decode node recomputes the full cache from the ids
+    kvwire::v1::ShadowRequest* shadow = header.mutable_shadow();
+    shadow->mutable_prompt_token_ids()->Assign(cache_ids.begin(), cache_ids.end());
+    shadow->set_preset(trace.preset);
+    if (node_metrics != nullptr) node_metrics->CountShadowSampled(trace.preset);
+  }
+  // frame_bytes stays 0: the frame is encoded while it is sent.
+  kvwire::v1::RequestStats* stats = header.mutable_prefill_stats();
+  stats->set_raw_bytes(shape.num_elements() * 2);
+  stats->set_prompt_tokens(T);
+
   if (absl::Status s = alive(); !s.ok()) return s;
+  metrics::NodeMetrics::Scoped stream;
+  if (node_metrics != nullptr) stream = node_metrics->TrackStream();
+  auto upload = transport::FrameUpload::Start(
+      *decode_stub_, header,
+      {.slice_bytes = std::min(options_.slice_bytes, transport::kMaxSliceBytes),
+       .deadline = deadline,
+       .link_bits_per_second = options_.link_bits_per_second,
+       .metadata = {{metrics::kRequestIdMetadata, trace.request_id},
+                    {transport::kPresetMetadata, trace.preset}}});
+  if (!upload.ok()) return upload.status();
+  bool upload_ended = false;  // the decode node finished the call early (it rejected the upload)
+  auto encoder = LayerEncoder::Start(shape, *config, model.fingerprint, positions, cache_ids,
+                                     [&](std::vector<uint8_t> bytes) {
+                                       if ((*upload)->Push(std::move(bytes))) return true;
+                                       upload_ended = true;
+                                       return false;
+                                     });
+  // Why the upload failed: the decode node's own status when it ended the call, else ours.
+  auto abandon = [&](const absl::Status& ours) -> absl::Status {
+    if (encoder.ok()) encoder->reset();  // joins the encoder thread
+    if (upload_ended) {
+      absl::Status theirs = (*upload)->Finish(nullptr);
+      if (!theirs.ok()) {
+        return absl::Status(theirs.code(), absl::StrCat("decode node: ", theirs.message()));
+      }
+    }
+    (*upload)->Cancel();
+    return ours;
+  };
+  if (!encoder.ok()) return abandon(encoder.status());
+  prefill_options.on_layer = [&](const engine::PrefillLayer& layer) -> absl::Status {
+    if (absl::Status s = alive(); !s.ok()) return s;
+    return (*encoder)->OnLayer(layer);
+  };
+
   const Clock::time_point prefill_start = Clock::now();
   auto prefill = engine.Prefill(cache_ids, prefill_options);
-  if (!prefill.ok()) return prefill.status();
   const double prefill_seconds = SecondsSince(prefill_start);
+  if (!prefill.ok()) return abandon(prefill.status());
   metrics::NodeMetrics::CacheHold hold;
   if (node_metrics != nullptr) {
     node_metrics->ObserveStage(metrics::Stage::kPrefill, prefill_seconds);
@@ -336,34 +405,12 @@ absl::StatusOr<kvwire::v1::GenerateReply> PrefillNodeService::Run(
     hold = node_metrics->HoldCache();
     hold.SetBytes(cache_bytes);
   }
-  if (absl::Status s = alive(); !s.ok()) return s;
-
-  const Clock::time_point encode_start = Clock::now();
-  const kvcodec::ImportanceScores* scores = nullptr;
-  if (prefill->window_scores) scores = &*prefill->window_scores;
-  if (prefill->question_scores) scores = &*prefill->question_scores;
-  if (prefill->accumulated_scores) scores = &*prefill->accumulated_scores;
-  auto kept = kvcodec::Select(selection, prefill->shape, scores, cache_ids);
-  if (!kept.ok()) return kept.status();
-  trace.selection_seconds = SecondsSince(encode_start);
-  auto encoder = kvcodec::FrameEncoder::Create(prefill->shape, *config, model.fingerprint,
-                                               prefill->positions);
-  if (!encoder.ok()) return encoder.status();
-  const std::vector<kvcodec::LayerView> views = prefill->layer_views();
-  std::vector<uint8_t> frame = (*encoder)->Header();
-  for (int c = 0; c < (*encoder)->num_chunks(); ++c) {
-    const auto [first, count] = (*encoder)->chunk_layers(c);
-    auto bytes = (*encoder)->EncodeChunk(
-        c, std::span(views).subspan(first, count),
-        std::span<const std::vector<std::vector<int32_t>>>(kept->kept).subspan(first, count));
-    if (!bytes.ok()) return bytes.status();
-    frame.insert(frame.end(), bytes->begin(), bytes->end());
-  }
-  const std::vector<uint8_t> trailer = (*encoder)->Trailer();
-  frame.insert(frame.end(), trailer.begin(), trailer.end());
+  if (absl::Status s = (*encoder)->Finish(); !s.ok()) return abandon(s);
   const kvcodec::ByteAccounting& accounting = (*encoder)->accounting();
-  const double encode_seconds = SecondsSince(encode_start);
-  // Release the uncompressed cache before the (possibly long) remote call.
+  const uint64_t frame_bytes = (*encoder)->frame_bytes();
+  trace.selection_seconds = (*encoder)->selection_seconds();
+  const double encode_seconds = (*encoder)->encode_seconds();
+  // Release the uncompressed cache before waiting for the (possibly long) generation.
   prefill->keys.clear();
   prefill->values.clear();
   hold.Release();
@@ -372,52 +419,38 @@ absl::StatusOr<kvwire::v1::GenerateReply> PrefillNodeService::Run(
     node_metrics->ObserveStage(metrics::Stage::kEncode, encode_seconds - trace.selection_seconds);
   }
 
-  kvwire::v1::UploadHeader header;
-  header.set_request_id(trace.request_id);
-  header.set_model_fingerprint(model.fingerprint);
-  *header.mutable_options() = request.options();
-  header.set_prompt_tokens(cached);
-  header.add_suffix_token_ids(prompt->token_ids.back());
-  header.set_frame_bytes(frame.size());
-  kvwire::v1::RequestStats* stats = header.mutable_prefill_stats();
-  stats->set_raw_bytes(accounting.raw_bytes);
-  stats->set_wire_bytes(frame.size());
-  stats->set_bits_per_element(accounting.elements ? 8.0 * frame.size() / accounting.elements : 0);
-  stats->set_kept_fraction(accounting.kept_fraction());
-  stats->set_prefill_seconds(prefill_seconds);
-  stats->set_encode_seconds(encode_seconds);
-  stats->set_prompt_tokens(T);
-
-  if (absl::Status s = alive(); !s.ok()) return s;
-  const double before_send = SecondsSince(received);
   kvwire::v1::GenerateReply reply;
-  metrics::NodeMetrics::Scoped stream;
-  if (node_metrics != nullptr) stream = node_metrics->TrackStream();
-  absl::Status sent = transport::SendFrame(
-      *decode_stub_, header, frame, std::min(options_.slice_bytes, transport::kMaxSliceBytes),
-      deadline, &reply,
-      {{metrics::kRequestIdMetadata, trace.request_id}, {transport::kPresetMetadata, trace.preset}});
+  absl::Status sent = (*upload)->Finish(&reply);
   stream.Release();
   if (!sent.ok()) {
     return absl::Status(sent.code(), absl::StrCat("decode node: ", sent.message()));
   }
+  const Clock::time_point last_byte = (*upload)->last_write();
+  const double upload_seconds = (*upload)->send_seconds();
+  const double pipeline_seconds =
+      std::chrono::duration<double>(last_byte - prefill_start).count();
+  const double overlap_seconds =
+      std::max(0.0, prefill_seconds + encode_seconds + upload_seconds - pipeline_seconds);
   // The decode node merged our stats with its own; make sure the prefill-side ones survive and
   // turn its first-token time (from the start of its generation) into one from our request.
   kvwire::v1::RequestStats* out = reply.mutable_stats();
   out->set_prefill_seconds(prefill_seconds);
   out->set_encode_seconds(encode_seconds);
+  out->set_upload_seconds(upload_seconds);
+  out->set_overlap_seconds(overlap_seconds);
   out->set_raw_bytes(accounting.raw_bytes);
-  out->set_wire_bytes(frame.size());
-  out->set_bits_per_element(stats->bits_per_element());
+  out->set_wire_bytes(frame_bytes);
+  out->set_bits_per_element(accounting.elements ? 8.0 * frame_bytes / accounting.elements : 0);
   out->set_kept_fraction(accounting.kept_fraction());
   out->set_prompt_tokens(T);
-  out->set_first_token_seconds(before_send + out->transfer_seconds() + out->first_token_seconds());
+  out->set_first_token_seconds(
+      std::chrono::duration<double>(last_byte - received).count() + out->first_token_seconds());
   reply.set_request_id(header.request_id());
   if (reply.codec_config().empty()) reply.set_codec_config(config->ToString());
   if (node_metrics != nullptr) {
     node_metrics->ObserveFrame(trace.preset,
                                {.raw_bytes = accounting.raw_bytes,
-                                .wire_bytes = frame.size(),
+                                .wire_bytes = frame_bytes,
                                 .elements = accounting.elements,
                                 .kept_ratio = accounting.kept_fraction()},
                                /*with_ratios=*/true);

@@ -41,6 +41,7 @@
 #include "server/metrics/metrics.h"
 #include "server/nodes/model.h"
 #include "server/nodes/presets.h"
+#include "server/shadow/sampler.h"
 
 namespace kvwire::nodes {
 
@@ -81,6 +82,9 @@ struct PrefillServiceOptions {
   size_t slice_bytes = size_t{1} << 20;
   // Deadline for the decode call when the client set none.
   std::chrono::milliseconds default_timeout{std::chrono::minutes(10)};
+  // Emulated link to the decode node (bits per second; 0: none): the upload is paced as an idle
+  // link of this rate would deliver it (benchmarks of slow links).
+  double link_bits_per_second = 0;
   // Requests worked on at once; more wait in a queue (the engine is CPU- or GPU-bound).
   int workers = 2;
   // Named presets (preset files) requests and `default_codec` may name.
@@ -89,6 +93,11 @@ struct PrefillServiceOptions {
   // and ratios by preset, the prefill / selection / encode stages, time to first token, tokens
   // and caches held.
   metrics::NodeMetrics* metrics = nullptr;
+  // Share of requests (0..1), drawn independently per request, whose upload asks the decode
+  // node for a shadow pass: UploadHeader.shadow carries the cached prompt's ids and the
+  // preset (counted in kvwire_shadow_sampled_total). The sampler's seed; 0: random.
+  double shadow_rate = 0;
+  uint64_t shadow_seed = 0;
 };
 
 class PrefillNodeService final : public kvwire::v1::PrefillNode::CallbackService {
@@ -123,6 +132,7 @@ class PrefillNodeService final : public kvwire::v1::PrefillNode::CallbackService
 
   const PrefillServiceOptions options_;
   std::unique_ptr<kvwire::v1::DecodeNode::Stub> decode_stub_;
+  shadow::RequestSampler shadow_sampler_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::vector<std::unique_ptr<Job>> queue_;  // FIFO (front = oldest)

@@ -63,6 +63,7 @@ void RunningServer::Shutdown(std::chrono::milliseconds grace) {
   // The services outlive the server and wait for their own workers / consumers.
   prefill_service_.reset();
   decode_service_.reset();
+  shadow_.reset();  // drops the passes still waiting, finishes the running one
   extra_service_.reset();
   metrics_server_.reset();
 }
@@ -82,13 +83,22 @@ absl::StatusOr<std::unique_ptr<RunningServer>> StartDecodeNode(const NodeOptions
   }
   std::set<std::string> preset_names;
   for (const auto& [name, text] : opts.presets) preset_names.insert(name);
+  if (opts.shadow.tokens > 0) {
+    shadow::ShadowOptions shadow = opts.shadow;
+    shadow.metrics = running->metrics_.get();
+    shadow.preset_names = preset_names;
+    running->shadow_ =
+        std::make_unique<shadow::ShadowRunner>(*running->model_->engine, std::move(shadow));
+  }
   running->consumer_ = std::make_unique<EngineConsumer>(
-      *running->model_, EngineConsumerOptions{.default_max_new_tokens = opts.default_max_new_tokens});
+      *running->model_, EngineConsumerOptions{.default_max_new_tokens = opts.default_max_new_tokens,
+                                              .shadow = running->shadow_.get()});
   running->decode_service_ = std::make_unique<transport::DecodeNodeService>(
       transport::DecodeServiceOptions{.model_fingerprint = running->model_->fingerprint,
                                       .limits = opts.limits,
                                       .consumer = running->consumer_.get(),
                                       .metrics = running->metrics_.get(),
+                                      .max_cache_bytes = opts.max_cache_bytes,
                                       .preset_names = std::move(preset_names)});
   std::vector<grpc::Service*> services = {running->decode_service_.get()};
   if (opts.extra_decode_service) {
@@ -127,9 +137,12 @@ absl::StatusOr<std::unique_ptr<RunningServer>> StartPrefillNode(const NodeOption
                                                   grpc::InsecureChannelCredentials(), args),
       .default_codec = opts.default_codec,
       .default_timeout = opts.default_timeout,
+      .link_bits_per_second = opts.link_mbps * 1e6,
       .workers = opts.workers,
       .presets = opts.presets,
-      .metrics = running->metrics_.get()});
+      .metrics = running->metrics_.get(),
+      .shadow_rate = opts.shadow_rate,
+      .shadow_seed = opts.shadow_seed});
   if (absl::Status s = BuildAndStart(opts.listen_address, {running->prefill_service_.get()},
                                      &running->server_, &running->port_);
       !s.ok()) {

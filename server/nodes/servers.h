@@ -14,6 +14,7 @@
 #include "server/nodes/model.h"
 #include "server/nodes/prefill_service.h"
 #include "server/nodes/presets.h"
+#include "server/shadow/shadow_runner.h"
 #include "server/transport/decode_service.h"
 
 namespace kvwire::nodes {
@@ -27,9 +28,23 @@ struct NodeOptions {
   std::string default_codec = "int4-rans";
   int workers = 2;
   std::chrono::milliseconds default_timeout{std::chrono::minutes(10)};
+  // Prefill node only: the share of requests (0..1) sampled for a shadow pass on the
+  // decode node, and the sampler's seed (0: random). See PrefillServiceOptions.
+  double shadow_rate = 0;
+  uint64_t shadow_seed = 0;
+  // Prefill node only: emulated link to the decode node in Mbit/s (0: none), see
+  // PrefillServiceOptions::link_bits_per_second.
+  double link_mbps = 0;
   // Decode node only.
   int default_max_new_tokens = 128;
   kvcodec::DecodeLimits limits;
+  // Decode node only: shadow passes for the uploads that ask for one (shadow.tokens 0:
+  // none, such uploads are answered as usual). `metrics` and `preset_names` are set to
+  // the node's own.
+  shadow::ShadowOptions shadow;
+  // Most bytes of rebuilt caches held at once over all uploads (0: no limit); see
+  // transport::DecodeServiceOptions::max_cache_bytes.
+  uint64_t max_cache_bytes = 0;
   // Prometheus /metrics: -1 serves none, 0 lets the OS choose the port (RunningServer::
   // metrics_port() reports it). `metrics_host` empty: the host of listen_address.
   int metrics_port = -1;
@@ -52,6 +67,8 @@ class RunningServer {
   const NodeModel& model() const { return *model_; }
   // The node's metrics (also when no /metrics endpoint is served).
   metrics::NodeMetrics& metrics() const { return *metrics_; }
+  // The decode node's shadow passes; null on a prefill node or with shadow.tokens 0.
+  shadow::ShadowRunner* shadow() const { return shadow_.get(); }
   // The /metrics port, or -1 when NodeOptions::metrics_port was -1.
   int metrics_port() const { return metrics_server_ ? metrics_server_->port() : -1; }
   // "HOST:PORT" of /metrics, or "" when none is served.
@@ -72,6 +89,7 @@ class RunningServer {
   std::unique_ptr<metrics::NodeMetrics> metrics_;
   std::unique_ptr<metrics::MetricsServer> metrics_server_;
   std::unique_ptr<NodeModel> model_;
+  std::unique_ptr<shadow::ShadowRunner> shadow_;  // outlives the consumer
   std::unique_ptr<EngineConsumer> consumer_;
   std::unique_ptr<transport::DecodeNodeService> decode_service_;
   std::unique_ptr<grpc::Service> extra_service_;
