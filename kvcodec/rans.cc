@@ -77,8 +77,10 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "kvcodec/wire.h"
 
 namespace kvcodec {
+
 namespace {
 
 constexpr int kProbBits = 12;
@@ -1026,8 +1028,8 @@ std::vector<uint8_t> RansEncode(std::span<const uint8_t> symbols, int row_len, i
   return result;
 }
 
-absl::Status RansDecode(std::span<const uint8_t> in, int row_len, int alphabet_bits,
-                        std::span<uint8_t> out) {
+absl::Status ReadRansHead(const uint8_t*& p, const uint8_t* end, uint64_t num_symbols,
+                          int row_len, int alphabet_bits, RansStreamHead* head) {
   if (alphabet_bits < 1 || alphabet_bits > 8) {
     return absl::InvalidArgumentError(
         absl::StrCat("rANS: alphabet_bits ", alphabet_bits, " outside 1..8"));
@@ -1035,9 +1037,7 @@ absl::Status RansDecode(std::span<const uint8_t> in, int row_len, int alphabet_b
   if (row_len < 1) {
     return absl::InvalidArgumentError(absl::StrCat("rANS: row_len ", row_len, " < 1"));
   }
-  const uint8_t* p = in.data();
-  const uint8_t* const end = p + in.size();
-  if (in.size() < 3) return absl::DataLossError("rANS stream truncated in its header");
+  if (end - p < 3) return absl::DataLossError("rANS stream truncated in its header");
   if (p[0] != kTag) {
     return absl::DataLossError(absl::StrCat("not a rANS stream of version 2 (tag ", p[0], ")"));
   }
@@ -1065,55 +1065,78 @@ absl::Status RansDecode(std::span<const uint8_t> in, int row_len, int alphabet_b
         absl::StrCat("rANS stream has row_len ", stream_row_len, ", caller expects ", row_len));
   }
   const int nc = 1 << ctx_lg;
-  const int lanes = 1 << lanes_lg;
-  const int alphabet = 1 << alphabet_bits;
+  head->num_contexts = nc;
+  head->lanes = 1 << lanes_lg;
+  head->alphabet = 1 << alphabet_bits;
+  // Which contexts hold symbols: all of them once a full row exists (num_contexts <= row_len
+  // makes the column -> context map onto), else those of columns 0..n-1.
+  const uint64_t rl = static_cast<uint64_t>(row_len);
+  head->used_contexts = num_symbols >= rl  ? static_cast<uint32_t>(nc)
+                        : num_symbols == 0 ? 0
+                                           : ContextOfColumn(num_symbols - 1, row_len, nc) + 1;
+  return absl::OkStatus();
+}
+
+absl::Status ReadRansTable(const uint8_t*& p, const uint8_t* end, const RansStreamHead& head,
+                           int c, uint16_t* freq) {
+  KVC_RETURN_IF_ERROR(ReadTable(p, end, head.alphabet, c, freq));
+  const bool empty = std::all_of(freq, freq + head.alphabet, [](uint16_t f) { return f == 0; });
+  const bool used = static_cast<uint32_t>(c) < head.used_contexts;
+  if (empty == used) {
+    return absl::DataLossError(absl::StrCat(
+        "rANS table ", c,
+        used ? " is empty but holds symbols" : " is not empty but holds no symbols"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ReadRansStates(const uint8_t*& p, const uint8_t* end, const RansStreamHead& head,
+                            uint64_t num_symbols, uint32_t (&states)[8]) {
+  const uint64_t used_lanes = std::min<uint64_t>(head.lanes, num_symbols);
+  if (static_cast<uint64_t>(end - p) < 4 * used_lanes) {
+    return absl::DataLossError("rANS stream truncated in its final states");
+  }
+  for (int j = 0; j < 8; ++j) states[j] = kStateLow;
+  for (uint64_t j = 0; j < used_lanes; ++j, p += 4) {
+    states[j] = Load32(p);
+    if (states[j] < kStateLow) {
+      return absl::DataLossError(absl::StrCat("rANS lane ", j, " has an invalid state"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RansDecode(std::span<const uint8_t> in, int row_len, int alphabet_bits,
+                        std::span<uint8_t> out) {
+  const uint8_t* p = in.data();
+  const uint8_t* const end = p + in.size();
   const size_t n = out.size();
+  RansStreamHead head;
+  KVC_RETURN_IF_ERROR(ReadRansHead(p, end, n, row_len, alphabet_bits, &head));
+  const int nc = head.num_contexts;
+  const int lanes = head.lanes;
   const size_t rl = static_cast<size_t>(row_len);
   const size_t cols = std::min(rl, n);
 
-  // Which contexts hold symbols: all of them once a full row exists (num_contexts <= row_len
-  // makes the column -> context map onto), else those of columns 0..n-1.
-  const uint32_t used_contexts = n >= rl  ? static_cast<uint32_t>(nc)
-                                 : n == 0 ? 0
-                                          : ContextOfColumn(n - 1, row_len, nc) + 1;
   // Left uninitialised: a used context's slots (they sum to M) and its alphabet's freq/cum
   // entries are all written below, and nothing else is read.
   std::unique_ptr<DecodeContext[]> contexts(
-      new DecodeContext[std::max<uint32_t>(used_contexts, 1)]);
+      new DecodeContext[std::max<uint32_t>(head.used_contexts, 1)]);
   for (int c = 0; c < nc; ++c) {
     uint16_t freq[256];
-    absl::Status status = ReadTable(p, end, alphabet, c, freq);
-    if (!status.ok()) return status;
-    const bool empty = std::all_of(freq, freq + alphabet, [](uint16_t f) { return f == 0; });
-    const bool used = static_cast<uint32_t>(c) < used_contexts;
-    if (empty == used) {
-      return absl::DataLossError(absl::StrCat(
-          "rANS table ", c,
-          used ? " is empty but holds symbols" : " is not empty but holds no symbols"));
-    }
-    if (!used) continue;
+    KVC_RETURN_IF_ERROR(ReadRansTable(p, end, head, c, freq));
+    if (static_cast<uint32_t>(c) >= head.used_contexts) continue;
     DecodeContext& dc = contexts[c];
     uint32_t cum = 0;
-    for (int s = 0; s < alphabet; ++s) {
+    for (int s = 0; s < head.alphabet; ++s) {
       dc.fc[s] = {freq[s], static_cast<uint16_t>(cum)};
       if (freq[s] == 0) continue;
       std::memset(dc.sym + cum, s, freq[s]);
       cum += freq[s];
     }
   }
-
-  const size_t used_lanes = std::min<size_t>(lanes, n);
-  if (static_cast<size_t>(end - p) < 4 * used_lanes) {
-    return absl::DataLossError("rANS stream truncated in its final states");
-  }
   uint32_t states[8];
-  for (int j = 0; j < 8; ++j) states[j] = kStateLow;
-  for (size_t j = 0; j < used_lanes; ++j, p += 4) {
-    states[j] = Load32(p);
-    if (states[j] < kStateLow) {
-      return absl::DataLossError(absl::StrCat("rANS lane ", j, " has an invalid state"));
-    }
-  }
+  KVC_RETURN_IF_ERROR(ReadRansStates(p, end, head, n, states));
 
   std::vector<const DecodeContext*> col_ctx(std::max<size_t>(cols, 1), contexts.get());
   for (size_t c = 0; c < cols; ++c) col_ctx[c] = &contexts[ContextOfColumn(c, row_len, nc)];

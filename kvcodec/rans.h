@@ -35,4 +35,23 @@ double ContextEntropyBytes(std::span<const uint8_t> symbols, int row_len, int nu
 // The number of contexts an encoded stream uses (0 if malformed).
 int RansNumContexts(std::span<const uint8_t> encoded);
 
+// The pieces of a stream before its word stream, read and checked exactly as RansDecode reads
+// and checks them (same order, same errors), for decoders that run the word stream elsewhere
+// (kernels/rans_plan.cc stages it for the GPU). Each advances p past what it read.
+struct RansStreamHead {
+  int num_contexts = 0;
+  int lanes = 0;
+  int alphabet = 0;             // 1 << alphabet_bits
+  uint32_t used_contexts = 0;   // contexts 0..used_contexts-1 hold symbols, the others none
+};
+// The arguments, the tag, the fields and row_len of a stream of num_symbols symbols.
+absl::Status ReadRansHead(const uint8_t*& p, const uint8_t* end, uint64_t num_symbols,
+                          int row_len, int alphabet_bits, RansStreamHead* head);
+// Context c's table into freq[0..head.alphabet) (0 = absent); it must be empty iff unused.
+absl::Status ReadRansTable(const uint8_t*& p, const uint8_t* end, const RansStreamHead& head,
+                           int c, uint16_t* freq);
+// The min(lanes, num_symbols) final states; the other entries of `states` are set to 2^16.
+absl::Status ReadRansStates(const uint8_t*& p, const uint8_t* end, const RansStreamHead& head,
+                            uint64_t num_symbols, uint32_t (&states)[8]);
+
 }  // namespace kvcodec
