@@ -5,7 +5,6 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "kernels/frame_parts.h"
 #include "kernels/gpu_frame.h"
 #include "kernels/section_codec.h"
 #include "kvcodec/frame_common.h"
@@ -165,14 +164,14 @@ std::vector<uint8_t> FlipInsideChunk(std::span<const uint8_t> frame, size_t i) {
 
 std::vector<uint8_t> FlipInsideChunks(std::span<const uint8_t> frame, std::span<const size_t> bytes) {
   if (frame.size() < kvcodec::kHeaderPrefix) return {};
-  size_t pos = kvcodec::kHeaderPrefix + frame::LoadU32(frame.data() + 6) + 8;
+  size_t pos = kvcodec::kHeaderPrefix + kvcodec::LoadU32(frame.data() + 6) + 8;
   if (pos > frame.size()) return {};
-  const uint64_t header_hash = frame::LoadU64(frame.data() + pos - 8);
+  const uint64_t header_hash = kvcodec::LoadU64(frame.data() + pos - 8);
   std::vector<uint8_t> out(frame.begin(), frame.end());
   std::vector<uint64_t> hashes;
   size_t flipped = 0;
-  while (pos + kvcodec::kChunkPrefix <= out.size() && frame::MagicIs(std::span(out).subspan(pos), kvcodec::kChunkMagic)) {
-    const uint32_t len = frame::LoadU32(out.data() + pos + 8);
+  while (pos + kvcodec::kChunkPrefix <= out.size() && kvcodec::MagicIs(std::span(out).subspan(pos), kvcodec::kChunkMagic)) {
+    const uint32_t len = kvcodec::LoadU32(out.data() + pos + 8);
     const size_t body = pos + kvcodec::kChunkPrefix;
     if (body + len + 8 > out.size()) return {};
     for (size_t i : bytes) {

@@ -10,13 +10,11 @@
 // parse stops (at the end, or at the first defect), and the first failing stream, which lies
 // before that point, is reported ahead of the defect: the same error either way.
 #include <xxhash.h>
-#include <zstd.h>
 
 #include <algorithm>
 #include <string>
 
 #include "absl/strings/str_cat.h"
-#include "kernels/frame_parts.h"
 #include "kernels/gpu_frame.h"
 #include "kernels/plan.h"
 #include "kernels/rans_plan.h"
@@ -28,42 +26,8 @@ namespace kvwire::gpu {
 namespace {
 
 using kvcodec::ByteReader;
-
-struct StreamHead {
-  kvcodec::StreamMethod method = kvcodec::StreamMethod::kStored;
-  uint32_t raw_len = 0;
-  std::span<const uint8_t> data;
-};
-
-absl::Status ReadHead(ByteReader& r, size_t expected_raw, absl::string_view what, StreamHead* h) {
-  uint8_t method = 0;
-  uint32_t coded_len = 0;
-  KVC_RETURN_IF_ERROR(r.U8(&method, what));
-  KVC_RETURN_IF_ERROR(r.Varint(&h->raw_len, what));
-  KVC_RETURN_IF_ERROR(r.Varint(&coded_len, what));
-  if (method > static_cast<uint8_t>(kvcodec::StreamMethod::kRans)) {
-    return absl::DataLossError(absl::StrCat("unknown stream method ", method, " in ", what));
-  }
-  h->method = static_cast<kvcodec::StreamMethod>(method);
-  if (h->raw_len != expected_raw) {
-    return absl::DataLossError(absl::StrCat(what, ": stored length ", h->raw_len,
-                                            " disagrees with the shape (", expected_raw, ")"));
-  }
-  if (h->method == kvcodec::StreamMethod::kStored && coded_len != h->raw_len) {
-    return absl::DataLossError(absl::StrCat(what, ": stored stream with coded length ", coded_len));
-  }
-  return r.Bytes(coded_len, &h->data, what);
-}
-
-absl::Status Unzstd(std::span<const uint8_t> in, std::span<uint8_t> out, absl::string_view what) {
-  const unsigned long long declared = ZSTD_getFrameContentSize(in.data(), in.size());
-  if (declared != out.size()) {
-    return absl::DataLossError(absl::StrCat(what, ": zstd frame declares a different size"));
-  }
-  const size_t n = ZSTD_decompress(out.data(), out.size(), in.data(), in.size());
-  if (ZSTD_isError(n) || n != out.size()) return absl::DataLossError(absl::StrCat(what, ": corrupt zstd data"));
-  return absl::OkStatus();
-}
+using kvcodec::LoadU32;
+using kvcodec::LoadU64;
 
 // One chunk's inputs for the backend, gathered into one host buffer (256-byte aligned pieces).
 class Staging {
@@ -119,22 +83,7 @@ class FrameParser {
     for (int i = 0; i < count; ++i) {
       DeviceDecodedLayer& layer = layers[i];
       layer.layer = first + i;
-      uint8_t mode = 0;
-      KVC_RETURN_IF_ERROR(r.U8(&mode, "selection"));
-      layer.kept.resize(shape.num_kv_heads);
-      if (mode == 0) {
-        for (auto& l : layer.kept) {
-          l.resize(shape.num_tokens);
-          for (int t = 0; t < shape.num_tokens; ++t) l[t] = t;
-        }
-      } else if (mode == 1) {
-        KVC_RETURN_IF_ERROR(frame::ReadList(r, shape.num_tokens, &layer.kept[0]));
-        for (int h = 1; h < shape.num_kv_heads; ++h) layer.kept[h] = layer.kept[0];
-      } else if (mode == 2) {
-        for (auto& l : layer.kept) KVC_RETURN_IF_ERROR(frame::ReadList(r, shape.num_tokens, &l));
-      } else {
-        return absl::DataLossError("unknown selection mode");
-      }
+      KVC_RETURN_IF_ERROR(kvcodec::ReadSelection(r, shape, &layer.kept));
       size_t longest = 0;
       for (const auto& l : layer.kept) longest = std::max(longest, l.size());
       layer.capacity = options_.at_token_index ? shape.num_tokens : static_cast<int>(longest);
@@ -195,8 +144,8 @@ class FrameParser {
                          const std::string& label, size_t* offset, bool* from_rans) {
     const int d = info_.shape.head_dim;
     const size_t packed_len = PackedBytes(rows * d, bits);
-    StreamHead h;
-    KVC_RETURN_IF_ERROR(ReadHead(r, packed_len, what, &h));
+    kvcodec::StreamHead h;
+    KVC_RETURN_IF_ERROR(kvcodec::ReadStreamHead(r, packed_len, what, &h));
     *from_rans = h.method == kvcodec::StreamMethod::kRans;
     if (*from_rans) {
       const int row_len = SymbolRowLen(d, bits);
@@ -212,7 +161,7 @@ class FrameParser {
       return absl::OkStatus();
     }
     *offset = staging_.Reserve(packed_len);
-    return Unzstd(h.data, staging_.At(*offset, packed_len), what);
+    return kvcodec::Unzstd(h.data, staging_.At(*offset, packed_len), what);
   }
 
   absl::Status ReadParams(ByteReader& r, uint64_t pairs, absl::string_view what, size_t* offset) {
@@ -223,7 +172,7 @@ class FrameParser {
   absl::Status ParseSection(ByteReader& r, const kvcodec::QuantSpec& raw_spec,
                             const std::vector<std::vector<int32_t>>& kept, PendingSection* p) {
     const kvcodec::CacheShape& shape = info_.shape;
-    const kvcodec::QuantSpec spec = frame::CanonicalSpec(raw_spec);
+    const kvcodec::QuantSpec spec = kvcodec::CanonicalSpec(raw_spec);
     const int d = shape.head_dim;
     const size_t n = static_cast<size_t>(p->rows) * d;
     if (spec.coding == kvcodec::ValueCoding::kLowRank) {
@@ -241,7 +190,7 @@ class FrameParser {
       return absl::OkStatus();
     }
     const kvcodec::DeltaConfig delta = kvcodec::SectionDelta(spec, info_.config.delta);
-    KVC_RETURN_IF_ERROR(frame::CheckDescriptor(r, spec, delta));
+    KVC_RETURN_IF_ERROR(kvcodec::CheckSectionDescriptor(r, spec, delta));
     if (!spec.is_integer()) {
       const bool raw = spec.coding == kvcodec::ValueCoding::kRaw;
       const kvcodec::DType as = raw ? shape.dtype
@@ -331,30 +280,17 @@ absl::Status ParseRecords(std::span<const uint8_t> frame, size_t pos, const kvco
   for (;;) {
     const std::span<const uint8_t> in = frame.subspan(pos);
     if (in.size() < 4) return Truncated(chunk_hashes->size(), info.num_chunks);
-    if (frame::MagicIs(in, kvcodec::kTrailerMagic)) break;
-    if (!frame::MagicIs(in, kvcodec::kChunkMagic)) return absl::DataLossError("bad chunk magic");
+    if (kvcodec::MagicIs(in, kvcodec::kTrailerMagic)) break;
+    if (!kvcodec::MagicIs(in, kvcodec::kChunkMagic)) return absl::DataLossError("bad chunk magic");
     if (in.size() < kvcodec::kChunkPrefix) return Truncated(chunk_hashes->size(), info.num_chunks);
-    const uint32_t seq = frame::LoadU32(in.data() + 4);
-    const uint32_t body_len = frame::LoadU32(in.data() + 8);
-    const int expected = static_cast<int>(chunk_hashes->size());
-    if (seq >= static_cast<uint32_t>(info.num_chunks)) {
-      return absl::DataLossError(absl::StrCat("chunk ", seq, " beyond the frame's ", info.num_chunks, " chunks"));
-    }
-    if (static_cast<int>(seq) < expected) return absl::DataLossError(absl::StrCat("duplicate chunk ", seq));
-    if (static_cast<int>(seq) > expected) {
-      return absl::DataLossError(
-          absl::StrCat("chunk ", seq, " arrived before chunk ", expected, " (missing or reordered)"));
-    }
-    const int first = static_cast<int>(seq) * info.layers_per_chunk;
-    const int count = std::min(info.layers_per_chunk, info.shape.num_layers - first);
-    if (body_len > limits.max_chunk_bytes || body_len > kvcodec::ChunkBodyBound(info.shape, count)) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("chunk ", seq, " declares ", body_len, " bytes, beyond the limit for its layers"));
-    }
+    const uint32_t seq = LoadU32(in.data() + 4);
+    const uint32_t body_len = LoadU32(in.data() + 8);
+    KVC_RETURN_IF_ERROR(
+        kvcodec::CheckChunkPrefix(seq, body_len, static_cast<int>(chunk_hashes->size()), info, limits));
     const size_t total = kvcodec::kChunkPrefix + body_len + 8;
     if (in.size() < total) return Truncated(chunk_hashes->size(), info.num_chunks);
     const uint64_t hash = XXH3_64bits_withSeed(in.data(), kvcodec::kChunkPrefix + body_len, header_hash);
-    if (hash != frame::LoadU64(in.data() + kvcodec::kChunkPrefix + body_len)) {
+    if (hash != LoadU64(in.data() + kvcodec::kChunkPrefix + body_len)) {
       return absl::DataLossError(absl::StrCat("chunk ", seq, " checksum mismatch"));
     }
     KVW_RETURN_IF_ERROR(parser.ParseChunk(static_cast<int>(seq), in.subspan(kvcodec::kChunkPrefix, body_len)));
@@ -363,19 +299,8 @@ absl::Status ParseRecords(std::span<const uint8_t> frame, size_t pos, const kvco
   }
   const std::span<const uint8_t> in = frame.subspan(pos);
   if (in.size() < kvcodec::kTrailerSize) return Truncated(chunk_hashes->size(), info.num_chunks);
-  const uint32_t num_chunks = frame::LoadU32(in.data() + 4);
-  if (static_cast<int>(chunk_hashes->size()) != info.num_chunks || num_chunks != chunk_hashes->size()) {
-    return absl::DataLossError(absl::StrCat("trailer after ", chunk_hashes->size(), " of ", info.num_chunks,
-                                            " chunks: the frame is missing chunks"));
-  }
-  std::vector<uint8_t> chained;
-  kvcodec::ByteWriter c(&chained);
-  for (uint64_t h : *chunk_hashes) c.U64(h);
-  c.Bytes(in.subspan(0, 16));
-  if (XXH3_64bits_withSeed(chained.data(), chained.size(), header_hash) != frame::LoadU64(in.data() + 16)) {
-    return absl::DataLossError("trailer checksum mismatch");
-  }
-  if (frame::LoadU64(in.data() + 8) != pos) return absl::DataLossError("trailer byte count disagrees with the frame");
+  KVC_RETURN_IF_ERROR(kvcodec::CheckTrailer(in.first(kvcodec::kTrailerSize), *chunk_hashes, info.num_chunks,
+                                           header_hash, pos));
   if (in.size() != kvcodec::kTrailerSize) return absl::DataLossError("bytes after the end of the frame");
   return absl::OkStatus();
 }
@@ -391,12 +316,12 @@ absl::StatusOr<std::vector<DeviceDecodedLayer>> DecodeFrameOn(Backend& backend, 
   kvcodec::FrameDecoder header(limits, std::string(expected_fingerprint));
   size_t pos = frame.size();
   if (frame.size() >= kvcodec::kHeaderPrefix) {
-    pos = std::min(frame.size(), kvcodec::kHeaderPrefix + frame::LoadU32(frame.data() + 6) + size_t{8});
+    pos = std::min(frame.size(), kvcodec::kHeaderPrefix + LoadU32(frame.data() + 6) + size_t{8});
   }
   KVW_RETURN_IF_ERROR(header.Feed(frame.first(pos)));
   if (header.info() == nullptr) return header.Finish();
   const kvcodec::FrameInfo info = *header.info();
-  const uint64_t header_hash = frame::LoadU64(frame.data() + pos - 8);
+  const uint64_t header_hash = LoadU64(frame.data() + pos - 8);
   auto plan = kvcodec::BitPlan::Parse(info.config.bit_plan);
   if (!plan.ok()) return absl::DataLossError("bad bit plan in header");
 

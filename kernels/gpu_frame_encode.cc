@@ -5,7 +5,6 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
-#include "kernels/frame_parts.h"
 #include "kernels/gpu_frame.h"
 #include "kernels/plan.h"
 #include "kernels/section_codec.h"
@@ -17,30 +16,6 @@ namespace kvwire::gpu {
 namespace {
 
 using kvcodec::ByteWriter;
-
-absl::Status CheckKept(const std::vector<std::vector<int32_t>>& kept, const kvcodec::CacheShape& shape,
-                       int layer) {
-  if (static_cast<int>(kept.size()) != shape.num_kv_heads) {
-    return absl::InvalidArgumentError(absl::StrCat("layer ", layer, ": selection has ", kept.size(),
-                                                   " heads, cache has ", shape.num_kv_heads));
-  }
-  for (const auto& list : kept) {
-    for (size_t i = 0; i < list.size(); ++i) {
-      if (list[i] < 0 || list[i] >= shape.num_tokens || (i > 0 && list[i] <= list[i - 1])) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "layer ", layer, ": kept token indices must be strictly increasing and < ", shape.num_tokens));
-      }
-    }
-  }
-  return absl::OkStatus();
-}
-
-void WriteStored(ByteWriter& w, std::span<const uint8_t> stored) {
-  w.U8(static_cast<uint8_t>(kvcodec::StreamMethod::kStored));
-  w.Varint(static_cast<uint32_t>(stored.size()));
-  w.Varint(static_cast<uint32_t>(stored.size()));
-  w.Bytes(stored);
-}
 
 template <typename T>
 std::span<const uint8_t> AsBytes(const std::vector<T>& v) {
@@ -58,10 +33,10 @@ class SectionWriter {
   absl::Status Write(ByteWriter& w, const kvcodec::QuantSpec& raw_spec,
                      const std::vector<std::vector<int32_t>>& kept, const void* data,
                      const int64_t* src_rows, int64_t rows) {
-    const kvcodec::QuantSpec spec = frame::CanonicalSpec(raw_spec);
+    const kvcodec::QuantSpec spec = kvcodec::CanonicalSpec(raw_spec);
     if (spec.coding == kvcodec::ValueCoding::kLowRank) return WriteOnHost(w, raw_spec, kept, data);
     const kvcodec::DeltaConfig delta = kvcodec::SectionDelta(spec, config_.delta);
-    frame::WriteDescriptor(w, spec, delta);
+    kvcodec::WriteSectionDescriptor(w, spec, delta);
     if (spec.is_integer()) return WriteQuantized(w, spec, kept, data, src_rows);
     // raw / fp16 / bf16: the kept rows, gathered (and converted) on the backend.
     const int d = shape_.head_dim;
@@ -122,7 +97,7 @@ class SectionWriter {
     const kvcodec::EntropyCoder coder = config_.entropy;
     const int level = config_.zstd_level;
     if (coder == kvcodec::EntropyCoder::kNone) {
-      WriteStored(w, packed);  // what WriteCodeStream stores: the packed codes
+      kvcodec::WriteStoredStream(w, packed);  // what WriteCodeStream stores: the packed codes
     } else {
       // The entropy coders see codes (rANS: symbols of k codes); kvcodec's writer makes them.
       std::vector<uint8_t> codes(static_cast<size_t>(plan->main_rows) * d);
@@ -171,7 +146,7 @@ absl::StatusOr<std::vector<uint8_t>> EncodeFrameOn(Backend& backend, const kvcod
   auto encoder = kvcodec::FrameEncoder::Create(shape, config, model_fingerprint, positions);
   if (!encoder.ok()) return encoder.status();
   std::vector<uint8_t> frame = (*encoder)->Header();
-  const uint64_t header_hash = frame::LoadU64(frame.data() + frame.size() - 8);
+  const uint64_t header_hash = kvcodec::LoadU64(frame.data() + frame.size() - 8);
   auto plan = kvcodec::BitPlan::Parse(config.bit_plan);
   if (!plan.ok()) return plan.status();
 
@@ -188,23 +163,11 @@ absl::StatusOr<std::vector<uint8_t>> EncodeFrameOn(Backend& backend, const kvcod
     const size_t body_start = w.size();
     for (int layer = first; layer < first + count; ++layer) {
       const auto& heads = selection.kept[layer];
-      KVW_RETURN_IF_ERROR(CheckKept(heads, shape, layer));
+      KVW_RETURN_IF_ERROR(kvcodec::CheckKept(heads, shape, layer));
       if (shape.num_tokens > 0 && (layers[layer].keys == nullptr || layers[layer].values == nullptr)) {
         return absl::InvalidArgumentError(absl::StrCat("layer ", layer, ": null K or V buffer"));
       }
-      const bool all = std::all_of(heads.begin(), heads.end(), [&](const auto& l) {
-        return static_cast<int>(l.size()) == shape.num_tokens;
-      });
-      const bool shared = std::all_of(heads.begin(), heads.end(), [&](const auto& l) { return l == heads[0]; });
-      if (all) {
-        w.U8(0);
-      } else if (shared) {
-        w.U8(1);
-        frame::WriteList(w, heads[0]);
-      } else {
-        w.U8(2);
-        for (const auto& l : heads) frame::WriteList(w, l);
-      }
+      kvcodec::WriteSelection(w, heads, shape.num_tokens);
       auto offsets = CacheRowOffsets(heads, shape.num_tokens, shape.head_dim);
       if (!offsets.ok()) return offsets.status();
       auto rows = Upload(backend, *offsets);
@@ -221,16 +184,7 @@ absl::StatusOr<std::vector<uint8_t>> EncodeFrameOn(Backend& backend, const kvcod
     chunk_hashes.push_back(hash);
     fw.Bytes(chunk);
   }
-  std::vector<uint8_t> trailer;
-  ByteWriter t(&trailer);
-  t.Bytes(kvcodec::kTrailerMagic);
-  t.U32(static_cast<uint32_t>(chunk_hashes.size()));
-  t.U64(frame.size());
-  std::vector<uint8_t> chained;
-  ByteWriter ch(&chained);
-  for (uint64_t h : chunk_hashes) ch.U64(h);
-  ch.Bytes(trailer);
-  t.U64(XXH3_64bits_withSeed(chained.data(), chained.size(), header_hash));
+  const std::vector<uint8_t> trailer = kvcodec::MakeTrailer(chunk_hashes, frame.size(), header_hash);
   fw.Bytes(trailer);
   return frame;
 }

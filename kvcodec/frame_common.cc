@@ -1,7 +1,9 @@
 #include "kvcodec/frame_common.h"
 
+#include <xxhash.h>
 #include <zstd.h>
 
+#include <algorithm>
 #include <memory>
 
 #include "absl/strings/str_cat.h"
@@ -14,6 +16,153 @@ uint64_t ChunkBodyBound(const CacheShape& shape, int count) {
   const uint64_t selection = 1 + 2 * heads * (5 + 5 * tokens);
   const uint64_t section = 64 + 4 * (2 * 5 + 1) + heads * tokens * dim * 4 * 2 + 2 * 64 + 4096;
   return static_cast<uint64_t>(count) * (selection + 2 * section);
+}
+
+absl::Status CheckKept(const std::vector<std::vector<int32_t>>& kept, const CacheShape& shape,
+                       int layer) {
+  if (static_cast<int>(kept.size()) != shape.num_kv_heads) {
+    return absl::InvalidArgumentError(absl::StrCat("layer ", layer, ": selection has ", kept.size(),
+                                                   " heads, cache has ", shape.num_kv_heads));
+  }
+  for (const auto& list : kept) {
+    for (size_t i = 0; i < list.size(); ++i) {
+      if (list[i] < 0 || list[i] >= shape.num_tokens || (i > 0 && list[i] <= list[i - 1])) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "layer ", layer, ": kept token indices must be strictly increasing and < ",
+            shape.num_tokens));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+void WriteList(ByteWriter& w, const std::vector<int32_t>& list) {
+  w.Varint(static_cast<uint32_t>(list.size()));
+  int64_t prev = -1;
+  for (int32_t t : list) {
+    w.Varint(static_cast<uint32_t>(t - prev - 1));
+    prev = t;
+  }
+}
+
+absl::Status ReadList(ByteReader& r, int num_tokens, std::vector<int32_t>* list) {
+  uint32_t count = 0;
+  KVC_RETURN_IF_ERROR(r.Varint(&count, "selection"));
+  if (count > static_cast<uint32_t>(num_tokens)) {
+    return absl::DataLossError(absl::StrCat("selection keeps ", count, " of ", num_tokens, " tokens"));
+  }
+  list->resize(count);
+  int64_t prev = -1;
+  for (uint32_t i = 0; i < count; ++i) {
+    uint32_t gap = 0;
+    KVC_RETURN_IF_ERROR(r.Varint(&gap, "selection"));
+    const int64_t t = prev + 1 + gap;
+    if (t >= num_tokens) return absl::DataLossError("selection index beyond the token count");
+    (*list)[i] = static_cast<int32_t>(t);
+    prev = t;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+void WriteSelection(ByteWriter& w, const std::vector<std::vector<int32_t>>& heads, int num_tokens) {
+  const bool all = std::all_of(heads.begin(), heads.end(), [&](const auto& l) {
+    return static_cast<int>(l.size()) == num_tokens;
+  });
+  const bool shared = std::all_of(heads.begin(), heads.end(), [&](const auto& l) { return l == heads[0]; });
+  if (all) {
+    w.U8(0);
+  } else if (shared) {
+    w.U8(1);
+    WriteList(w, heads[0]);
+  } else {
+    w.U8(2);
+    for (const auto& l : heads) WriteList(w, l);
+  }
+}
+
+absl::Status ReadSelection(ByteReader& r, const CacheShape& shape,
+                           std::vector<std::vector<int32_t>>* kept) {
+  uint8_t mode = 0;
+  KVC_RETURN_IF_ERROR(r.U8(&mode, "selection"));
+  kept->resize(shape.num_kv_heads);
+  if (mode == 0) {
+    for (auto& l : *kept) {
+      l.resize(shape.num_tokens);
+      for (int t = 0; t < shape.num_tokens; ++t) l[t] = t;
+    }
+  } else if (mode == 1) {
+    KVC_RETURN_IF_ERROR(ReadList(r, shape.num_tokens, &(*kept)[0]));
+    for (int h = 1; h < shape.num_kv_heads; ++h) (*kept)[h] = (*kept)[0];
+  } else if (mode == 2) {
+    for (auto& l : *kept) KVC_RETURN_IF_ERROR(ReadList(r, shape.num_tokens, &l));
+  } else {
+    return absl::DataLossError("unknown selection mode");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckChunkPrefix(uint32_t seq, uint32_t body_len, int received,
+                              const FrameInfo& info, const DecodeLimits& limits) {
+  if (seq >= static_cast<uint32_t>(info.num_chunks)) {
+    return absl::DataLossError(absl::StrCat("chunk ", seq, " beyond the frame's ", info.num_chunks, " chunks"));
+  }
+  if (static_cast<int>(seq) < received) return absl::DataLossError(absl::StrCat("duplicate chunk ", seq));
+  if (static_cast<int>(seq) > received) {
+    return absl::DataLossError(absl::StrCat("chunk ", seq, " arrived before chunk ", received,
+                                            " (missing or reordered)"));
+  }
+  const int first = static_cast<int>(seq) * info.layers_per_chunk;
+  const int count = std::min(info.layers_per_chunk, info.shape.num_layers - first);
+  if (body_len > limits.max_chunk_bytes || body_len > ChunkBodyBound(info.shape, count)) {
+    return absl::ResourceExhaustedError(absl::StrCat("chunk ", seq, " declares ", body_len,
+                                                     " bytes, beyond the limit for its layers"));
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+// The trailer's checksum: every chunk hash, then the trailer's first 16 bytes.
+uint64_t TrailerHash(std::span<const uint64_t> chunk_hashes, std::span<const uint8_t> head16,
+                     uint64_t header_hash) {
+  std::vector<uint8_t> chained;
+  ByteWriter c(&chained);
+  for (uint64_t h : chunk_hashes) c.U64(h);
+  c.Bytes(head16);
+  return XXH3_64bits_withSeed(chained.data(), chained.size(), header_hash);
+}
+
+}  // namespace
+
+std::vector<uint8_t> MakeTrailer(std::span<const uint64_t> chunk_hashes, uint64_t frame_bytes,
+                                 uint64_t header_hash) {
+  std::vector<uint8_t> out;
+  ByteWriter w(&out);
+  w.Bytes(kTrailerMagic);
+  w.U32(static_cast<uint32_t>(chunk_hashes.size()));
+  w.U64(frame_bytes);
+  w.U64(TrailerHash(chunk_hashes, out, header_hash));
+  return out;
+}
+
+absl::Status CheckTrailer(std::span<const uint8_t> trailer, std::span<const uint64_t> chunk_hashes,
+                          int num_chunks, uint64_t header_hash, uint64_t frame_bytes) {
+  const uint32_t stated_chunks = LoadU32(trailer.data() + 4);
+  if (static_cast<int>(chunk_hashes.size()) != num_chunks || stated_chunks != chunk_hashes.size()) {
+    return absl::DataLossError(absl::StrCat("trailer after ", chunk_hashes.size(), " of ", num_chunks,
+                                            " chunks: the frame is missing chunks"));
+  }
+  if (TrailerHash(chunk_hashes, trailer.first(16), header_hash) != LoadU64(trailer.data() + 16)) {
+    return absl::DataLossError("trailer checksum mismatch");
+  }
+  if (LoadU64(trailer.data() + 8) != frame_bytes) {
+    return absl::DataLossError("trailer byte count disagrees with the frame");
+  }
+  return absl::OkStatus();
 }
 
 int CodesPerSymbol(int bits) { return bits >= 8 ? 1 : bits >= 3 ? 2 : 4; }
@@ -72,17 +221,10 @@ void SymbolsToCodes(std::span<const uint8_t> symbols, size_t rows, int head_dim,
 
 namespace {
 
-void WriteStored(ByteWriter& w, std::span<const uint8_t> stored) {
-  w.U8(static_cast<uint8_t>(StreamMethod::kStored));
-  w.Varint(static_cast<uint32_t>(stored.size()));
-  w.Varint(static_cast<uint32_t>(stored.size()));
-  w.Bytes(stored);
-}
-
 // Writes `coded` if it is smaller than the stored form, else the stored form.
 void WriteBest(ByteWriter& w, StreamMethod method, std::span<const uint8_t> stored,
                std::span<const uint8_t> coded) {
-  if (coded.size() >= stored.size()) return WriteStored(w, stored);
+  if (coded.size() >= stored.size()) return WriteStoredStream(w, stored);
   w.U8(static_cast<uint8_t>(method));
   w.Varint(static_cast<uint32_t>(stored.size()));
   w.Varint(static_cast<uint32_t>(coded.size()));
@@ -97,13 +239,16 @@ std::vector<uint8_t> Zstd(std::span<const uint8_t> data, int level) {
   return out;
 }
 
-struct StreamHead {
-  StreamMethod method;
-  uint32_t raw_len;
-  std::span<const uint8_t> data;
-};
+}  // namespace
 
-absl::Status ReadHead(ByteReader& r, size_t expected_raw, absl::string_view what, StreamHead* h) {
+void WriteStoredStream(ByteWriter& w, std::span<const uint8_t> stored) {
+  w.U8(static_cast<uint8_t>(StreamMethod::kStored));
+  w.Varint(static_cast<uint32_t>(stored.size()));
+  w.Varint(static_cast<uint32_t>(stored.size()));
+  w.Bytes(stored);
+}
+
+absl::Status ReadStreamHead(ByteReader& r, size_t expected_raw, absl::string_view what, StreamHead* h) {
   uint8_t method = 0;
   uint32_t coded_len = 0;
   KVC_RETURN_IF_ERROR(r.U8(&method, what));
@@ -135,8 +280,6 @@ absl::Status Unzstd(std::span<const uint8_t> in, std::span<uint8_t> out, absl::s
   return absl::OkStatus();
 }
 
-}  // namespace
-
 namespace {
 
 bool UsePlanes(int row_len, int element_size) {
@@ -164,7 +307,7 @@ void PlaneShuffle(std::span<const uint8_t> in, int row_len, int element_size, bo
 void WriteByteStream(ByteWriter& w, std::span<const uint8_t> data, int row_len, EntropyCoder coder,
                      int zstd_level, int element_size) {
   switch (coder) {
-    case EntropyCoder::kNone: return WriteStored(w, data);
+    case EntropyCoder::kNone: return WriteStoredStream(w, data);
     case EntropyCoder::kZstd: return WriteBest(w, StreamMethod::kZstd, data, Zstd(data, zstd_level));
     case EntropyCoder::kRans: {
       if (!UsePlanes(row_len, element_size) || data.size() % row_len != 0) {
@@ -196,13 +339,13 @@ void WriteCodeStream(ByteWriter& w, std::span<const uint8_t> codes, int head_dim
   }
   const std::vector<uint8_t> packed = PackBits(codes, bits);
   if (coder == EntropyCoder::kZstd) return WriteBest(w, StreamMethod::kZstd, packed, Zstd(packed, zstd_level));
-  WriteStored(w, packed);
+  WriteStoredStream(w, packed);
 }
 
 absl::Status ReadByteStream(ByteReader& r, int row_len, std::span<uint8_t> out,
                             absl::string_view what, int element_size) {
   StreamHead h;
-  KVC_RETURN_IF_ERROR(ReadHead(r, out.size(), what, &h));
+  KVC_RETURN_IF_ERROR(ReadStreamHead(r, out.size(), what, &h));
   switch (h.method) {
     case StreamMethod::kStored:
       std::copy(h.data.begin(), h.data.end(), out.begin());
@@ -224,7 +367,7 @@ absl::Status ReadCodeStream(ByteReader& r, int head_dim, int bits, std::span<uin
                             absl::string_view what) {
   const size_t packed_len = (out.size() * bits + 7) / 8;
   StreamHead h;
-  KVC_RETURN_IF_ERROR(ReadHead(r, packed_len, what, &h));
+  KVC_RETURN_IF_ERROR(ReadStreamHead(r, packed_len, what, &h));
   if (h.method == StreamMethod::kRans) {
     const int k = CodesPerSymbol(bits);
     const size_t row_len = (head_dim + k - 1) / k;

@@ -25,6 +25,38 @@ inline constexpr size_t kTrailerSize = 4 + 4 + 8 + 8;
 
 enum class StreamMethod : uint8_t { kStored = 0, kZstd = 1, kRans = 2 };
 
+// Little-endian loads of record prefixes and hashes, parsed in place.
+inline uint32_t LoadU32(const uint8_t* p) {
+  return p[0] | (uint32_t{p[1]} << 8) | (uint32_t{p[2]} << 16) | (uint32_t{p[3]} << 24);
+}
+inline uint64_t LoadU64(const uint8_t* p) { return LoadU32(p) | (uint64_t{LoadU32(p + 4)} << 32); }
+inline bool MagicIs(std::span<const uint8_t> in, const uint8_t (&magic)[4]) {
+  return in.size() >= 4 && in[0] == magic[0] && in[1] == magic[1] && in[2] == magic[2] &&
+         in[3] == magic[3];
+}
+
+// A layer's kept tokens per head must be strictly increasing token indices, one list a head.
+absl::Status CheckKept(const std::vector<std::vector<int32_t>>& kept, const CacheShape& shape,
+                       int layer);
+// A layer's selection (FORMAT.md, Selection): mode 0 (every token), 1 (one list for all heads)
+// or 2 (a list per head), each list a count and then gaps.
+void WriteSelection(ByteWriter& w, const std::vector<std::vector<int32_t>>& kept, int num_tokens);
+absl::Status ReadSelection(ByteReader& r, const CacheShape& shape,
+                           std::vector<std::vector<int32_t>>* kept);
+
+// Checks a chunk prefix's sequence number and declared body length against the frame, when
+// `received` chunks came before it.
+absl::Status CheckChunkPrefix(uint32_t seq, uint32_t body_len, int received,
+                              const FrameInfo& info, const DecodeLimits& limits);
+
+// The trailer of a frame whose records before it are `frame_bytes` long.
+std::vector<uint8_t> MakeTrailer(std::span<const uint64_t> chunk_hashes, uint64_t frame_bytes,
+                                 uint64_t header_hash);
+// Checks a trailer (kTrailerSize bytes) after the chunks of `chunk_hashes`, when the frame
+// has num_chunks chunks and its records before the trailer are `frame_bytes` long.
+absl::Status CheckTrailer(std::span<const uint8_t> trailer, std::span<const uint64_t> chunk_hashes,
+                          int num_chunks, uint64_t header_hash, uint64_t frame_bytes);
+
 // Largest chunk body the layers [first, first+count) can produce with any coding.
 uint64_t ChunkBodyBound(const CacheShape& shape, int count);
 
@@ -34,6 +66,20 @@ std::vector<uint8_t> CodesToSymbols(std::span<const uint8_t> codes, size_t rows,
                                     int bits);
 void SymbolsToCodes(std::span<const uint8_t> symbols, size_t rows, int head_dim, int bits,
                     std::span<uint8_t> codes);
+
+// A stream's head (FORMAT.md, Stream): method, raw length, coded length, then the coded bytes.
+struct StreamHead {
+  StreamMethod method = StreamMethod::kStored;
+  uint32_t raw_len = 0;
+  std::span<const uint8_t> data;
+};
+// Reads a stream head and its bytes; the raw length must be expected_raw.
+absl::Status ReadStreamHead(ByteReader& r, size_t expected_raw, absl::string_view what,
+                            StreamHead* h);
+// Decompresses a zstd stream that must decode to exactly out.size() bytes.
+absl::Status Unzstd(std::span<const uint8_t> in, std::span<uint8_t> out, absl::string_view what);
+// Writes `stored` as a stored stream.
+void WriteStoredStream(ByteWriter& w, std::span<const uint8_t> stored);
 
 // Writes one stream of byte data (values or params), choosing the configured coder or stored.
 // For rANS, rows of multi-byte elements are coded as byte planes (every element's byte 0, then

@@ -42,38 +42,6 @@ struct FrameDecoder::Impl {
   absl::Status DecodeChunkBody(int seq, std::span<const uint8_t> body);
 };
 
-namespace {
-
-bool MagicIs(std::span<const uint8_t> in, const uint8_t (&magic)[4]) {
-  return in.size() >= 4 && in[0] == magic[0] && in[1] == magic[1] && in[2] == magic[2] &&
-         in[3] == magic[3];
-}
-
-uint32_t LoadU32(const uint8_t* p) {
-  return p[0] | (uint32_t{p[1]} << 8) | (uint32_t{p[2]} << 16) | (uint32_t{p[3]} << 24);
-}
-
-absl::Status ReadList(ByteReader& r, int num_tokens, std::vector<int32_t>* list) {
-  uint32_t count = 0;
-  KVC_RETURN_IF_ERROR(r.Varint(&count, "selection"));
-  if (count > static_cast<uint32_t>(num_tokens)) {
-    return absl::DataLossError(absl::StrCat("selection keeps ", count, " of ", num_tokens, " tokens"));
-  }
-  list->resize(count);
-  int64_t prev = -1;
-  for (uint32_t i = 0; i < count; ++i) {
-    uint32_t gap = 0;
-    KVC_RETURN_IF_ERROR(r.Varint(&gap, "selection"));
-    const int64_t t = prev + 1 + gap;
-    if (t >= num_tokens) return absl::DataLossError("selection index beyond the token count");
-    (*list)[i] = static_cast<int32_t>(t);
-    prev = t;
-  }
-  return absl::OkStatus();
-}
-
-}  // namespace
-
 absl::Status FrameDecoder::Impl::ParseHeader(std::span<const uint8_t> in, size_t* used) {
   *used = 0;
   if (in.size() < 4) {
@@ -188,21 +156,7 @@ absl::Status FrameDecoder::Impl::ParseChunk(std::span<const uint8_t> in, size_t*
   if (in.size() < kChunkPrefix) return absl::OkStatus();
   const uint32_t seq = LoadU32(in.data() + 4);
   const uint32_t body_len = LoadU32(in.data() + 8);
-  const int expected = static_cast<int>(chunk_hashes.size());
-  if (seq >= static_cast<uint32_t>(info.num_chunks)) {
-    return absl::DataLossError(absl::StrCat("chunk ", seq, " beyond the frame's ", info.num_chunks, " chunks"));
-  }
-  if (static_cast<int>(seq) < expected) return absl::DataLossError(absl::StrCat("duplicate chunk ", seq));
-  if (static_cast<int>(seq) > expected) {
-    return absl::DataLossError(absl::StrCat("chunk ", seq, " arrived before chunk ", expected,
-                                            " (missing or reordered)"));
-  }
-  const int first = static_cast<int>(seq) * info.layers_per_chunk;
-  const int count = std::min(info.layers_per_chunk, info.shape.num_layers - first);
-  if (body_len > limits.max_chunk_bytes || body_len > ChunkBodyBound(info.shape, count)) {
-    return absl::ResourceExhaustedError(absl::StrCat("chunk ", seq, " declares ", body_len,
-                                                     " bytes, beyond the limit for its layers"));
-  }
+  KVC_RETURN_IF_ERROR(CheckChunkPrefix(seq, body_len, static_cast<int>(chunk_hashes.size()), info, limits));
   const size_t total = kChunkPrefix + body_len + 8;
   if (in.size() < total) return absl::OkStatus();
   const uint64_t hash = XXH3_64bits_withSeed(in.data(), kChunkPrefix + body_len, header_hash);
@@ -225,22 +179,7 @@ absl::Status FrameDecoder::Impl::DecodeChunkBody(int seq, std::span<const uint8_
   for (int i = 0; i < count; ++i) {
     DecodedLayer& out = layers[i];
     out.layer = first + i;
-    uint8_t mode = 0;
-    KVC_RETURN_IF_ERROR(r.U8(&mode, "selection"));
-    out.kept.resize(shape.num_kv_heads);
-    if (mode == 0) {
-      for (auto& l : out.kept) {
-        l.resize(shape.num_tokens);
-        for (int t = 0; t < shape.num_tokens; ++t) l[t] = t;
-      }
-    } else if (mode == 1) {
-      KVC_RETURN_IF_ERROR(ReadList(r, shape.num_tokens, &out.kept[0]));
-      for (int h = 1; h < shape.num_kv_heads; ++h) out.kept[h] = out.kept[0];
-    } else if (mode == 2) {
-      for (auto& l : out.kept) KVC_RETURN_IF_ERROR(ReadList(r, shape.num_tokens, &l));
-    } else {
-      return absl::DataLossError("unknown selection mode");
-    }
+    KVC_RETURN_IF_ERROR(ReadSelection(r, shape, &out.kept));
     for (bool is_value : {false, true}) {
       absl::Status s = DecodeSection(r, shape, plan.Resolve(out.layer, is_value), info.config, out.kept,
                                      is_value ? &out.values : &out.keys);
@@ -258,23 +197,8 @@ absl::Status FrameDecoder::Impl::DecodeChunkBody(int seq, std::span<const uint8_
 absl::Status FrameDecoder::Impl::ParseTrailer(std::span<const uint8_t> in, size_t* used) {
   *used = 0;
   if (in.size() < kTrailerSize) return absl::OkStatus();
-  const uint32_t num_chunks = LoadU32(in.data() + 4);
-  if (static_cast<int>(chunk_hashes.size()) != info.num_chunks || num_chunks != chunk_hashes.size()) {
-    return absl::DataLossError(absl::StrCat("trailer after ", chunk_hashes.size(), " of ", info.num_chunks,
-                                            " chunks: the frame is missing chunks"));
-  }
-  ByteReader r(in.subspan(8, 16));
-  uint64_t total_bytes = 0, stored = 0;
-  KVC_RETURN_IF_ERROR(r.U64(&total_bytes, "trailer"));
-  KVC_RETURN_IF_ERROR(r.U64(&stored, "trailer"));
-  std::vector<uint8_t> chained;
-  ByteWriter c(&chained);
-  for (uint64_t h : chunk_hashes) c.U64(h);
-  c.Bytes(in.subspan(0, 16));
-  if (XXH3_64bits_withSeed(chained.data(), chained.size(), header_hash) != stored) {
-    return absl::DataLossError("trailer checksum mismatch");
-  }
-  if (total_bytes != consumed) return absl::DataLossError("trailer byte count disagrees with the frame");
+  KVC_RETURN_IF_ERROR(
+      CheckTrailer(in.first(kTrailerSize), chunk_hashes, info.num_chunks, header_hash, consumed));
   *used = kTrailerSize;
   state = State::kDone;
   return absl::OkStatus();

@@ -42,34 +42,6 @@ absl::Status CheckShape(const CacheShape& s) {
   return absl::OkStatus();
 }
 
-// Selection list: count, then gaps (FORMAT.md, Selection).
-void WriteList(ByteWriter& w, const std::vector<int32_t>& list) {
-  w.Varint(static_cast<uint32_t>(list.size()));
-  int64_t prev = -1;
-  for (int32_t t : list) {
-    w.Varint(static_cast<uint32_t>(t - prev - 1));
-    prev = t;
-  }
-}
-
-absl::Status CheckKept(const std::vector<std::vector<int32_t>>& kept, const CacheShape& shape,
-                       int layer) {
-  if (static_cast<int>(kept.size()) != shape.num_kv_heads) {
-    return absl::InvalidArgumentError(absl::StrCat("layer ", layer, ": selection has ", kept.size(),
-                                                   " heads, cache has ", shape.num_kv_heads));
-  }
-  for (const auto& list : kept) {
-    for (size_t i = 0; i < list.size(); ++i) {
-      if (list[i] < 0 || list[i] >= shape.num_tokens || (i > 0 && list[i] <= list[i - 1])) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "layer ", layer, ": kept token indices must be strictly increasing and < ",
-            shape.num_tokens));
-      }
-    }
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace
 
 FrameEncoder::FrameEncoder(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -195,19 +167,7 @@ absl::StatusOr<std::vector<uint8_t>> FrameEncoder::EncodeChunk(
     }
     const size_t sel_start = w.size();
     const auto& heads = kept[i];
-    const bool all = std::all_of(heads.begin(), heads.end(), [&](const auto& l) {
-      return static_cast<int>(l.size()) == m.shape.num_tokens;
-    });
-    const bool shared = std::all_of(heads.begin(), heads.end(), [&](const auto& l) { return l == heads[0]; });
-    if (all) {
-      w.U8(0);
-    } else if (shared) {
-      w.U8(1);
-      WriteList(w, heads[0]);
-    } else {
-      w.U8(2);
-      for (const auto& l : heads) WriteList(w, l);
-    }
+    WriteSelection(w, heads, m.shape.num_tokens);
     m.acct.index_bytes += w.size() - sel_start;
     for (const auto& l : heads) m.acct.kept_elements += 2ull * l.size() * m.shape.head_dim;
     for (bool is_value : {false, true}) {
@@ -233,16 +193,7 @@ absl::StatusOr<std::vector<uint8_t>> FrameEncoder::EncodeChunk(
 
 std::vector<uint8_t> FrameEncoder::Trailer() {
   Impl& m = *impl_;
-  std::vector<uint8_t> out;
-  ByteWriter w(&out);
-  w.Bytes(kTrailerMagic);
-  w.U32(static_cast<uint32_t>(m.chunk_hashes.size()));
-  w.U64(m.bytes_written);
-  std::vector<uint8_t> chained;
-  ByteWriter c(&chained);
-  for (uint64_t h : m.chunk_hashes) c.U64(h);
-  c.Bytes(out);
-  w.U64(XXH3_64bits_withSeed(chained.data(), chained.size(), m.header_hash));
+  std::vector<uint8_t> out = MakeTrailer(m.chunk_hashes, m.bytes_written, m.header_hash);
   m.acct.header_bytes += out.size();
   m.acct.total_bytes += out.size();
   return out;

@@ -52,7 +52,9 @@ void ScatterFloat(const CacheShape& shape, const std::vector<std::vector<int32_t
   }
 }
 
-void WriteDescriptor(ByteWriter& w, const QuantSpec& spec, const DeltaConfig& d) {
+}  // namespace
+
+void WriteSectionDescriptor(ByteWriter& w, const QuantSpec& spec, const DeltaConfig& d) {
   w.U8(static_cast<uint8_t>(spec.coding));
   w.U8(static_cast<uint8_t>(spec.axis));
   w.Varint(static_cast<uint32_t>(spec.group_size));
@@ -62,7 +64,6 @@ void WriteDescriptor(ByteWriter& w, const QuantSpec& spec, const DeltaConfig& d)
   w.U8(d.closed_loop ? 1 : 0);
 }
 
-// Canonical form of a spec as it is written (fields a coding does not use are zero).
 QuantSpec CanonicalSpec(QuantSpec spec) {
   if (!spec.is_integer()) {
     spec.axis = QuantAxis::kPerToken;
@@ -72,7 +73,24 @@ QuantSpec CanonicalSpec(QuantSpec spec) {
   return spec;
 }
 
-}  // namespace
+absl::Status CheckSectionDescriptor(ByteReader& r, const QuantSpec& spec, const DeltaConfig& delta) {
+  uint8_t coding = 0, axis = 0, mode = 0, closed = 0;
+  uint32_t group = 0, rank = 0, delta_group = 0;
+  KVC_RETURN_IF_ERROR(r.U8(&coding, "section descriptor"));
+  KVC_RETURN_IF_ERROR(r.U8(&axis, "section descriptor"));
+  KVC_RETURN_IF_ERROR(r.Varint(&group, "section descriptor"));
+  KVC_RETURN_IF_ERROR(r.Varint(&rank, "section descriptor"));
+  KVC_RETURN_IF_ERROR(r.U8(&mode, "section descriptor"));
+  KVC_RETURN_IF_ERROR(r.Varint(&delta_group, "section descriptor"));
+  KVC_RETURN_IF_ERROR(r.U8(&closed, "section descriptor"));
+  if (coding != static_cast<uint8_t>(spec.coding) || axis != static_cast<uint8_t>(spec.axis) ||
+      group != static_cast<uint32_t>(spec.group_size) || rank != static_cast<uint32_t>(spec.rank) ||
+      mode != static_cast<uint8_t>(delta.mode) ||
+      delta_group != static_cast<uint32_t>(delta.group_size) || closed != (delta.closed_loop ? 1 : 0)) {
+    return absl::DataLossError("inconsistent section: its coding disagrees with the header's plan");
+  }
+  return absl::OkStatus();
+}
 
 DeltaConfig SectionDelta(const QuantSpec& spec, const DeltaConfig& delta) {
   DeltaConfig d;
@@ -110,7 +128,7 @@ absl::Status EncodeSection(ByteWriter& w, const CacheShape& shape, const QuantSp
   const QuantSpec spec = CanonicalSpec(raw_spec);
   const DeltaConfig delta = SectionDelta(spec, config.delta);
   const size_t start = w.size();
-  WriteDescriptor(w, spec, delta);
+  WriteSectionDescriptor(w, spec, delta);
   bytes->params += w.size() - start;
   const int d = shape.head_dim;
   const EntropyCoder coder = config.entropy;
@@ -174,21 +192,7 @@ absl::Status DecodeSection(ByteReader& r, const CacheShape& shape, const QuantSp
                            std::vector<ByteBuffer>* out) {
   const QuantSpec spec = CanonicalSpec(raw_spec);
   const DeltaConfig delta = SectionDelta(spec, config.delta);
-  uint8_t coding = 0, axis = 0, mode = 0, closed = 0;
-  uint32_t group = 0, rank = 0, delta_group = 0;
-  KVC_RETURN_IF_ERROR(r.U8(&coding, "section descriptor"));
-  KVC_RETURN_IF_ERROR(r.U8(&axis, "section descriptor"));
-  KVC_RETURN_IF_ERROR(r.Varint(&group, "section descriptor"));
-  KVC_RETURN_IF_ERROR(r.Varint(&rank, "section descriptor"));
-  KVC_RETURN_IF_ERROR(r.U8(&mode, "section descriptor"));
-  KVC_RETURN_IF_ERROR(r.Varint(&delta_group, "section descriptor"));
-  KVC_RETURN_IF_ERROR(r.U8(&closed, "section descriptor"));
-  if (coding != static_cast<uint8_t>(spec.coding) || axis != static_cast<uint8_t>(spec.axis) ||
-      group != static_cast<uint32_t>(spec.group_size) || rank != static_cast<uint32_t>(spec.rank) ||
-      mode != static_cast<uint8_t>(delta.mode) ||
-      delta_group != static_cast<uint32_t>(delta.group_size) || closed != (delta.closed_loop ? 1 : 0)) {
-    return absl::DataLossError("inconsistent section: its coding disagrees with the header's plan");
-  }
+  KVC_RETURN_IF_ERROR(CheckSectionDescriptor(r, spec, delta));
   const SectionShape sshape = ShapeOf(shape, kept);
   const size_t n = sshape.num_elements();
   const int d = shape.head_dim;

@@ -20,6 +20,14 @@ struct SectionBytes {
 // only, and unused fields are zeroed so encoder and decoder compare canonical values.
 DeltaConfig SectionDelta(const QuantSpec& spec, const DeltaConfig& delta);
 
+// The spec as a section's descriptor states it: fields its coding does not use are zero.
+QuantSpec CanonicalSpec(QuantSpec spec);
+
+// A section's descriptor (FORMAT.md, Section) for a canonical spec and its SectionDelta; the
+// reader's check fails with DATA_LOSS unless the stored descriptor is exactly that.
+void WriteSectionDescriptor(ByteWriter& w, const QuantSpec& spec, const DeltaConfig& delta);
+absl::Status CheckSectionDescriptor(ByteReader& r, const QuantSpec& spec, const DeltaConfig& delta);
+
 // Checks that `spec` with `delta` can code sections of `shape` (e.g. group divides head_dim).
 absl::Status CheckSectionSpec(const QuantSpec& spec, const DeltaConfig& delta,
                               const CacheShape& shape);
