@@ -1,5 +1,6 @@
 #include "server/metrics/metrics.h"
 
+#include <cmath>
 #include <utility>
 #include <vector>
 
@@ -49,6 +50,28 @@ const Histogram::BucketBoundaries& KeptBuckets() {
   return b;
 }
 
+// Per-request agreement is a multiple of 1/steps (16 by default); 1 = identical choices.
+const Histogram::BucketBoundaries& AgreementBuckets() {
+  static const Histogram::BucketBoundaries b = {0.5, 0.6, 0.7, 0.75, 0.8,  0.85,
+                                                0.9, 0.95, 0.98, 0.99, 1};
+  return b;
+}
+// Mean KL in nats: ~1e-8 for INT8 up to ~1 for INT2 on a trained model; lossless is exactly 0.
+const Histogram::BucketBoundaries& KlBuckets() {
+  static const Histogram::BucketBoundaries b = {1e-6, 1e-5, 1e-4, 1e-3, 0.003, 0.01,
+                                                0.03, 0.1,  0.3,  1,    3};
+  return b;
+}
+// Relative reconstruction error: ~0.004 for INT8, ~0.1 for INT4, ~0.4 for INT2.
+const Histogram::BucketBoundaries& ErrorBuckets() {
+  static const Histogram::BucketBoundaries b = {1e-4, 1e-3, 0.003, 0.01, 0.02, 0.05,
+                                                0.1,  0.2,  0.3,   0.5,  1};
+  return b;
+}
+
+constexpr ShadowOutcome kAllShadowOutcomes[] = {ShadowOutcome::kDone, ShadowOutcome::kDropped,
+                                                ShadowOutcome::kFailed};
+
 constexpr absl::StatusCode kAllCodes[] = {
     absl::StatusCode::kOk,
     absl::StatusCode::kCancelled,
@@ -82,6 +105,15 @@ std::string_view StageName(Stage stage) {
     case Stage::kTransfer: return "transfer";
     case Stage::kRebuild: return "rebuild";
     case Stage::kDecode: return "decode";
+  }
+  return "unknown";
+}
+
+std::string_view ShadowOutcomeName(ShadowOutcome outcome) {
+  switch (outcome) {
+    case ShadowOutcome::kDone: return "done";
+    case ShadowOutcome::kDropped: return "dropped";
+    case ShadowOutcome::kFailed: return "failed";
   }
   return "unknown";
 }
@@ -192,6 +224,45 @@ NodeMetrics::NodeMetrics(std::string_view role)
                             .Labels(base)
                             .Register(r)
                             .Add({});
+  shadow_sampled_ = &prometheus::BuildCounter()
+                         .Name("kvwire_shadow_sampled_total")
+                         .Help("Requests sampled for a shadow pass (full-cache fidelity check)")
+                         .Labels(base)
+                         .Register(r);
+  shadow_passes_ = &prometheus::BuildCounter()
+                        .Name("kvwire_shadow_passes_total")
+                        .Help("Shadow passes by outcome: done, dropped (queue full or stopping), failed")
+                        .Labels(base)
+                        .Register(r);
+  shadow_agreement_ = &prometheus::BuildHistogram()
+                           .Name("kvwire_shadow_agreement")
+                           .Help("Per shadow pass: share of steps where the compressed and the full cache pick the same top-1 token")
+                           .Labels(base)
+                           .Register(r);
+  shadow_kl_ = &prometheus::BuildHistogram()
+                    .Name("kvwire_shadow_kl_divergence")
+                    .Help("Per shadow pass: mean KL(full || compressed) of the next-token distributions, in nats")
+                    .Labels(base)
+                    .Register(r);
+  shadow_error_ = &prometheus::BuildHistogram()
+                       .Name("kvwire_shadow_reconstruction_error")
+                       .Help("Per shadow pass: relative error of the kept keys or values against the full cache")
+                       .Labels(base)
+                       .Register(r);
+  if (!prefill) {
+    shadow_queue_length_ = &prometheus::BuildGauge()
+                                .Name("kvwire_shadow_queue_length")
+                                .Help("Shadow passes queued or running")
+                                .Labels(base)
+                                .Register(r)
+                                .Add({});
+    shadow_seconds_ = &prometheus::BuildHistogram()
+                           .Name("kvwire_shadow_duration_seconds")
+                           .Help("Seconds per shadow pass (full-cache prefill and both teacher-forced decodes)")
+                           .Labels(base)
+                           .Register(r)
+                           .Add({}, SecondsBuckets());
+  }
 }
 
 NodeMetrics::~NodeMetrics() = default;
@@ -234,6 +305,35 @@ void NodeMetrics::ObserveTimeToFirstToken(double seconds) { first_token_seconds_
 void NodeMetrics::AddTokens(uint64_t prompt_tokens, uint64_t generated_tokens) {
   prompt_tokens_->Increment(static_cast<double>(prompt_tokens));
   generated_tokens_->Increment(static_cast<double>(generated_tokens));
+}
+
+void NodeMetrics::CountShadowSampled(std::string_view preset) {
+  shadow_sampled_->Add({{"preset", std::string(preset)}}).Increment();
+}
+
+void NodeMetrics::CountShadowPass(std::string_view preset, ShadowOutcome outcome) {
+  for (ShadowOutcome o : kAllShadowOutcomes) {
+    prometheus::Counter& c = shadow_passes_->Add(
+        {{"preset", std::string(preset)}, {"outcome", std::string(ShadowOutcomeName(o))}});
+    if (o == outcome) c.Increment();
+  }
+}
+
+void NodeMetrics::ObserveShadow(std::string_view preset_name, const ShadowFigures& f) {
+  const std::string preset(preset_name);
+  auto observe = [](prometheus::Histogram& h, double v) {
+    if (std::isfinite(v)) h.Observe(v);
+  };
+  observe(shadow_agreement_->Add({{"preset", preset}}, AgreementBuckets()), f.agreement);
+  observe(shadow_kl_->Add({{"preset", preset}}, KlBuckets()), f.mean_kl);
+  observe(shadow_error_->Add({{"preset", preset}, {"tensor", "key"}}, ErrorBuckets()), f.key_error);
+  observe(shadow_error_->Add({{"preset", preset}, {"tensor", "value"}}, ErrorBuckets()),
+          f.value_error);
+  if (shadow_seconds_ != nullptr) observe(*shadow_seconds_, f.seconds);
+}
+
+void NodeMetrics::SetShadowQueueLength(int passes) {
+  if (shadow_queue_length_ != nullptr) shadow_queue_length_->Set(passes);
 }
 
 NodeMetrics::Scoped::Scoped(Scoped&& other) noexcept : gauge_(std::exchange(other.gauge_, nullptr)) {}

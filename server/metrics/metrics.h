@@ -25,6 +25,22 @@
 //   kvwire_prompt_tokens_total, kvwire_generated_tokens_total
 //   kvwire_caches_held, kvwire_caches_held_bytes         KV caches in memory and their bytes
 //
+// Shadow passes (server/shadow: a sampled request's first tokens decoded again with the full
+// cache, after the answer; issue 9):
+//   kvwire_shadow_sampled_total{preset}                  requests the prefill node sampled
+//   kvwire_shadow_passes_total{preset,outcome}           decode node: done | dropped (queue
+//                                                        full, or shutting down) | failed
+//   kvwire_shadow_queue_length                           decode node: passes queued or running
+//   kvwire_shadow_agreement{preset}                      histogram: per pass, share of steps
+//                                                        where both caches' top-1 tokens agree
+//   kvwire_shadow_kl_divergence{preset}                  histogram: per pass, mean KL(full ||
+//                                                        compressed) of next-token distributions,
+//                                                        nats
+//   kvwire_shadow_reconstruction_error{preset,tensor}    histogram: per pass, relative error
+//                                                        ||x' - x|| / ||x|| of the kept keys
+//                                                        (tensor="key") or values ("value")
+//   kvwire_shadow_duration_seconds                       histogram: seconds per pass
+//
 // "compression ratio" here is raw/wire ("times smaller"); seed 000's compression ratio (the
 // fraction of the cache removed) is 1 - kvwire_kept_ratio.
 //
@@ -51,6 +67,19 @@ namespace kvwire::metrics {
 
 enum class Stage { kPrefill, kSelection, kEncode, kTransfer, kRebuild, kDecode };
 std::string_view StageName(Stage stage);
+
+enum class ShadowOutcome { kDone, kDropped, kFailed };
+std::string_view ShadowOutcomeName(ShadowOutcome outcome);
+
+// What one shadow pass measured. Non-finite values (e.g. the relative error of an all-zero
+// reference) are not observed.
+struct ShadowFigures {
+  double agreement = 0;
+  double mean_kl = 0;
+  double key_error = 0;
+  double value_error = 0;
+  double seconds = 0;
+};
 
 // What one frame carried (the preset label is chosen by the caller; keep it bounded: a preset
 // name the node knows, or "custom").
@@ -82,6 +111,13 @@ class NodeMetrics {
   void ObserveFrame(std::string_view preset, const FrameFigures& frame, bool with_ratios);
   void ObserveTimeToFirstToken(double seconds);
   void AddTokens(uint64_t prompt_tokens, uint64_t generated_tokens);
+  // Shadow passes (preset labels bounded by the caller, as for ObserveFrame). The first count
+  // for a preset creates all its outcomes at 0, so ratios are defined before the first drop.
+  void CountShadowSampled(std::string_view preset);
+  void CountShadowPass(std::string_view preset, ShadowOutcome outcome);
+  void ObserveShadow(std::string_view preset, const ShadowFigures& figures);
+  // Decode node only (a no-op on a prefill node's metrics).
+  void SetShadowQueueLength(int passes);
 
   // Scoped gauge increments: the gauge goes back down when the object is destroyed (or
   // Release()d). Movable; a moved-from or default-constructed one does nothing.
@@ -140,6 +176,13 @@ class NodeMetrics {
   prometheus::Counter* generated_tokens_;
   prometheus::Gauge* caches_held_;
   prometheus::Gauge* caches_held_bytes_;
+  prometheus::Family<prometheus::Counter>* shadow_sampled_;
+  prometheus::Family<prometheus::Counter>* shadow_passes_;
+  prometheus::Gauge* shadow_queue_length_ = nullptr;
+  prometheus::Family<prometheus::Histogram>* shadow_agreement_;
+  prometheus::Family<prometheus::Histogram>* shadow_kl_;
+  prometheus::Family<prometheus::Histogram>* shadow_error_;
+  prometheus::Histogram* shadow_seconds_ = nullptr;
 };
 
 }  // namespace kvwire::metrics

@@ -117,6 +117,53 @@ TEST(MetricsTest, DecodeRoleHasItsOwnStagesAndNoRatiosWhenAsked) {
   EXPECT_TRUE(PromtoolCheckMetrics(*text).ok());
 }
 
+TEST(MetricsTest, ShadowPassesByPresetWithAllOutcomesAndFiniteFiguresOnly) {
+  NodeMetrics m("decode");
+  m.CountShadowPass("full", ShadowOutcome::kDone);
+  m.CountShadowPass("full", ShadowOutcome::kDone);
+  m.CountShadowPass("int2", ShadowOutcome::kDropped);
+  m.SetShadowQueueLength(3);
+  m.ObserveShadow("full", {.agreement = 1, .mean_kl = 0, .key_error = 0, .value_error = 0, .seconds = 0.5});
+  m.ObserveShadow("int2", {.agreement = 0.75, .mean_kl = 0.2, .key_error = 0.4,
+                           .value_error = std::nan(""), .seconds = 1.5});
+  auto server = MetricsServer::Start("127.0.0.1", 0, m.registry());
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto text = HttpGet("127.0.0.1", (*server)->port(), "/metrics");
+  ASSERT_TRUE(text.ok()) << text.status();
+  const auto s = ParseSamples(*text);
+  auto at = [&](const std::string& key) {
+    auto it = s.find(key);
+    return it == s.end() ? std::nan("") : it->second;
+  };
+  EXPECT_EQ(at(R"(kvwire_shadow_passes_total{outcome="done",preset="full",role="decode"})"), 2);
+  EXPECT_EQ(at(R"(kvwire_shadow_passes_total{outcome="dropped",preset="full",role="decode"})"), 0);
+  EXPECT_EQ(at(R"(kvwire_shadow_passes_total{outcome="dropped",preset="int2",role="decode"})"), 1);
+  EXPECT_EQ(at(R"(kvwire_shadow_passes_total{outcome="failed",preset="int2",role="decode"})"), 0);
+  EXPECT_EQ(at(R"(kvwire_shadow_queue_length{role="decode"})"), 3);
+  // Agreement 1 falls in the le="1" bucket, not below it; KL exactly 0 in the first bucket.
+  EXPECT_EQ(at(R"(kvwire_shadow_agreement_bucket{le="0.99",preset="full",role="decode"})"), 0);
+  EXPECT_EQ(at(R"(kvwire_shadow_agreement_bucket{le="1",preset="full",role="decode"})"), 1);
+  EXPECT_EQ(at(R"(kvwire_shadow_agreement_sum{preset="int2",role="decode"})"), 0.75);
+  EXPECT_EQ(at(R"(kvwire_shadow_kl_divergence_bucket{le="1e-06",preset="full",role="decode"})"), 1);
+  EXPECT_DOUBLE_EQ(at(R"(kvwire_shadow_kl_divergence_sum{preset="int2",role="decode"})"), 0.2);
+  EXPECT_DOUBLE_EQ(at(R"(kvwire_shadow_reconstruction_error_sum{preset="int2",role="decode",tensor="key"})"), 0.4);
+  // NaN (undefined relative error) is not observed.
+  EXPECT_EQ(at(R"(kvwire_shadow_reconstruction_error_count{preset="int2",role="decode",tensor="value"})"), 0);
+  EXPECT_EQ(at(R"(kvwire_shadow_duration_seconds_count{role="decode"})"), 2);
+  EXPECT_TRUE(PromtoolCheckMetrics(*text).ok()) << PromtoolCheckMetrics(*text);
+
+  NodeMetrics p("prefill");
+  p.CountShadowSampled("int4-rans");
+  p.SetShadowQueueLength(5);  // no queue on a prefill node
+  auto pserver = MetricsServer::Start("127.0.0.1", 0, p.registry());
+  ASSERT_TRUE(pserver.ok()) << pserver.status();
+  auto ptext = HttpGet("127.0.0.1", (*pserver)->port(), "/metrics");
+  ASSERT_TRUE(ptext.ok()) << ptext.status();
+  EXPECT_EQ(ParseSamples(*ptext).at(R"(kvwire_shadow_sampled_total{preset="int4-rans",role="prefill"})"), 1);
+  EXPECT_THAT(*ptext, Not(HasSubstr("kvwire_shadow_queue_length")));
+  EXPECT_TRUE(PromtoolCheckMetrics(*ptext).ok()) << PromtoolCheckMetrics(*ptext);
+}
+
 TEST(MetricsTest, PromtoolRejectsBadExposition) {
   // The lint must be able to fail: a counter without _total is reported.
   const std::string bad = "# HELP foo_bytes a counter\n# TYPE foo_bytes counter\nfoo_bytes 1\n";
