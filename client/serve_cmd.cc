@@ -40,12 +40,14 @@ CLI::App* AddServeCommand(CLI::App& app, ServeOptions& opts) {
   };
   auto* decode = serve->add_subcommand("decode", "Serve kvwire.v1.DecodeNode (rebuild uploaded caches and generate) and kvwire.v1.PromptNode (the scout and text paths)");
   add_common(decode, "127.0.0.1:50051");
+  decode->add_option("--shadow-tokens", opts.shadow_tokens, "Generated tokens a shadow pass decodes again with the full cache, for the requests the prefill node sampled (--shadow-rate); 0: no shadow passes")->capture_default_str()->check(CLI::Range(0, 4096));
   decode->callback([&opts] {
     opts.role = "decode";
     if (opts.listen.empty()) opts.listen = "127.0.0.1:50051";
   });
   auto* prefill = serve->add_subcommand("prefill", "Serve kvwire.v1.PrefillNode: prefill, encode, upload to a decode node");
   add_common(prefill, "127.0.0.1:50052");
+  prefill->add_option("--shadow-rate", opts.shadow_rate, "Share of requests (0..1) the decode node checks after answering with a shadow pass on the full cache (agreement, KL, reconstruction error by preset)")->capture_default_str()->check(CLI::Range(0.0, 1.0));
   prefill->add_option("--decode", opts.decode_address, "The decode node's host:port")->required();
   prefill->add_option("--codec", opts.codec, "Default codec: a preset name or config text")->capture_default_str();
   prefill->callback([&opts] {
@@ -148,6 +150,8 @@ int RunServe(const ServeOptions& opts) {
   node.default_max_new_tokens = opts.max_new_tokens;
   node.metrics_port = opts.metrics_port;
   node.presets = *std::move(presets);
+  node.shadow_rate = opts.shadow_rate;
+  node.shadow.tokens = opts.shadow_tokens;
   if (opts.role == "scout") return RunScout(opts, node, stop_signals);
   node.extra_decode_service = [&opts](const kvwire::nodes::NodeModel& model) {
     return std::make_unique<kvwire::scout::PromptNodeService>(kvwire::scout::PromptServiceOptions{

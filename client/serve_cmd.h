@@ -25,6 +25,8 @@ struct ServeOptions {
   int metrics_port = 0;              // -1: no /metrics; 0: the OS chooses
   std::vector<std::string> preset_files;
   std::string log_level = "info";
+  double shadow_rate = 0;  // prefill only
+  int shadow_tokens = 16;  // decode only
 };
 
 // Adds `serve` with its `decode`, `prefill` and `scout` subcommands to `app`; `opts.role` is set by the

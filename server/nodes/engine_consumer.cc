@@ -1,5 +1,6 @@
 #include "server/nodes/engine_consumer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <memory>
@@ -91,8 +92,11 @@ absl::StatusOr<kvwire::v1::GenerateReply> EngineConsumer::Consume(
   auto session = engine::DecodeSession::Create(engine, info.shape, layers, header.prompt_tokens(),
                                                info.positions);
   if (!session.ok()) return session.status();
-  layers.clear();
-  layers.shrink_to_fit();  // the session holds its own copy
+  const bool shadow = options_.shadow != nullptr && header.has_shadow();
+  if (!shadow) {
+    layers.clear();
+    layers.shrink_to_fit();  // the session holds its own copy
+  }
 
   std::vector<float> logits;
   for (int32_t id : header.suffix_token_ids()) {
@@ -115,6 +119,8 @@ absl::StatusOr<kvwire::v1::GenerateReply> EngineConsumer::Consume(
   auto result = engine::Generate(**session, logits, *options);
   if (!result.ok()) return result.status();
   const Clock::time_point end = Clock::now();
+  session->reset();
+  if (shadow) SubmitShadow(info, std::move(layers), header, result->tokens);
 
   kvwire::v1::GenerateReply reply;
   reply.set_request_id(header.request_id());
@@ -137,6 +143,24 @@ absl::StatusOr<kvwire::v1::GenerateReply> EngineConsumer::Consume(
     }
   }
   return reply;
+}
+
+void EngineConsumer::SubmitShadow(const kvcodec::FrameInfo& info,
+                                  std::vector<kvcodec::DecodedLayer> layers,
+                                  const kvwire::v1::UploadHeader& header,
+                                  const std::vector<int32_t>& generated) const {
+  const kvwire::v1::ShadowRequest& request = header.shadow();
+  shadow::ShadowInput input{.request_id = header.request_id(),
+                            .preset = request.preset(),
+                            .shape = info.shape,
+                            .positions = info.positions,
+                            .layers = std::move(layers),
+                            .prompt_tokens = header.prompt_tokens()};
+  input.prompt_token_ids.assign(request.prompt_token_ids().begin(), request.prompt_token_ids().end());
+  input.suffix_token_ids.assign(header.suffix_token_ids().begin(), header.suffix_token_ids().end());
+  const size_t n = std::min(generated.size(), static_cast<size_t>(std::max(0, options_.shadow->tokens())));
+  input.generated.assign(generated.begin(), generated.begin() + n);
+  options_.shadow->Submit(std::move(input));
 }
 
 }  // namespace kvwire::nodes

@@ -22,6 +22,7 @@
 #include "proto/kvwire.pb.h"
 #include "server/engine/generate.h"
 #include "server/nodes/model.h"
+#include "server/shadow/shadow_runner.h"
 #include "server/transport/decode_service.h"
 
 namespace kvwire::nodes {
@@ -38,6 +39,9 @@ kvwire::v1::FinishReason ToFinishReason(const std::string& reason);
 struct EngineConsumerOptions {
   // Used when the request's max_new_tokens is 0.
   int default_max_new_tokens = 128;
+  // Not owned; may be null (no shadow passes). Uploads whose header carries a ShadowRequest
+  // hand their rebuilt cache, prompt ids and generated tokens to it once generation is done.
+  shadow::ShadowRunner* shadow = nullptr;
 };
 
 class EngineConsumer final : public transport::CacheConsumer {
@@ -54,11 +58,21 @@ class EngineConsumer final : public transport::CacheConsumer {
   // first generated token; the prefill node adds the time before it), tokens_per_second (after
   // the first token), prompt_tokens, generated_tokens. rebuild_seconds is the transport's
   // (verifying and dequantizing while the frame streams in).
+  //
+  // Shadow pass (header.shadow set and options.shadow given): the rebuilt layers are kept
+  // instead of freed once the session holds its copy, and are submitted with the generated
+  // tokens after generation has finished; Submit() never waits (a full queue drops the pass), so
+  // the reply is complete and returned without any shadow work on this thread. A shadow pass's
+  // problems never change the reply.
   absl::StatusOr<kvwire::v1::GenerateReply> Consume(const kvcodec::FrameInfo& info,
                                                     std::vector<kvcodec::DecodedLayer> layers,
                                                     const kvwire::v1::UploadHeader& header) override;
 
  private:
+  void SubmitShadow(const kvcodec::FrameInfo& info, std::vector<kvcodec::DecodedLayer> layers,
+                    const kvwire::v1::UploadHeader& header,
+                    const std::vector<int32_t>& generated) const;
+
   const NodeModel& model_;
   const EngineConsumerOptions options_;
 };
