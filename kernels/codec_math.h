@@ -272,6 +272,13 @@ KVW_HD MinMax MergeMinMax(const MinMax& a, const MinMax& b) {
   return m;
 }
 
+// The quantizer of a token group whose values span `m`: false (q untouched) for a group with
+// a NaN, a value beyond the half range, or parameters that are not finite halves, which
+// kvcodec's Quantize rejects.
+KVW_HD bool ChooseGroupQuantizer(const MinMax& m, float levels, Quantizer* q) {
+  return !m.bad && m.lo >= -kHalfMax && m.hi <= kHalfMax && ChooseQuantizer(m.lo, m.hi, levels, q);
+}
+
 // min / max of two values when the caller does not care which of two equal values (+0 / -0)
 // comes back, nor about NaN (it checks for NaN separately).
 KVW_HD float FastMin(float a, float b) {

@@ -135,7 +135,7 @@ KVW_HD void FastQuantizeStore(const TokenRowsArgs& a, int64_t row, int c0, const
   const int d = g.head_dim, tg = g.token_group;
   const float levels = Levels(bits);
   Quantizer q{};
-  const bool ok = !m.bad && m.lo >= -kHalfMax && m.hi <= kHalfMax && ChooseQuantizer(m.lo, m.hi, levels, &q);
+  const bool ok = ChooseGroupQuantizer(m, levels, &q);
   if (c0 % tg == 0) {
     if (!ok) RaiseError(a.error, kErrValueRange);
     a.main_params[row * (d / tg) + c0 / tg] = q.bits;

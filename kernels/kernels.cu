@@ -189,6 +189,16 @@ __global__ void RansDecodeKernel(RansDecodeArgs a) {
 uint64_t Blocks(uint64_t threads, int per_block = kThreads) { return (threads + per_block - 1) / per_block; }
 cudaStream_t Native(cuda::Stream s) { return static_cast<cudaStream_t>(s); }
 
+// Launches `kernel` on `threads` threads in blocks of `per_block` (nothing when there are no
+// threads); the launch's error.
+template <typename... Params, typename... Args>
+int LaunchThreads(uint64_t threads, int per_block, cuda::Stream s, void (*kernel)(Params...),
+                  const Args&... args) {
+  if (threads == 0) return cudaSuccess;
+  kernel<<<Blocks(threads, per_block), per_block, 0, Native(s)>>>(args...);
+  return cudaGetLastError();
+}
+
 }  // namespace
 
 namespace cuda {
@@ -196,9 +206,7 @@ namespace cuda {
 int LaunchCopyRows(const CopyRowsArgs& a, Stream s) {
   const int chunks = (a.head_dim + 7) / 8;
   const uint64_t items = static_cast<uint64_t>(a.num_rows) * chunks;
-  if (items == 0) return cudaSuccess;
-  CopyRowsKernel<<<Blocks(items), kThreads, 0, Native(s)>>>(a, items, chunks);
-  return cudaGetLastError();
+  return LaunchThreads(items, kThreads, s, CopyRowsKernel, a, items, chunks);
 }
 
 int LaunchTokenRows(const TokenRowsArgs& a, uint64_t scratch_bytes, int warps, Stream s) {
@@ -226,37 +234,27 @@ int LaunchChannelReduce(const ChannelArgs& a, Stream s) {
 
 int LaunchChannelFinish(const ChannelArgs& a, Stream s) {
   const uint64_t items = static_cast<uint64_t>(a.num_qgroups) * a.g.head_dim;
-  if (items == 0) return cudaSuccess;
-  ChannelFinishKernel<<<Blocks(items), kThreads, 0, Native(s)>>>(a, items);
-  return cudaGetLastError();
+  return LaunchThreads(items, kThreads, s, ChannelFinishKernel, a, items);
 }
 
 int LaunchChannelCodes(const ChannelArgs& a, Stream s) {
-  if (a.num_words == 0) return cudaSuccess;
-  ChannelCodesKernel<<<Blocks(a.num_words), kThreads, 0, Native(s)>>>(a);
-  return cudaGetLastError();
+  return LaunchThreads(a.num_words, kThreads, s, ChannelCodesKernel, a);
 }
 
 int LaunchChannelChains(const ChannelArgs& a, Stream s) {
   const uint64_t items = static_cast<uint64_t>(a.g.num_heads) * a.g.head_dim;
-  if (items == 0) return cudaSuccess;
   // Few threads, long serial loops: small blocks spread them over more SMs.
-  ChannelChainsKernel<<<Blocks(items, 64), 64, 0, Native(s)>>>(a, items);
-  return cudaGetLastError();
+  return LaunchThreads(items, 64, s, ChannelChainsKernel, a, items);
 }
 
 int LaunchPack(const PackArgs& a, Stream s) {
-  if (a.num_words == 0) return cudaSuccess;
-  PackKernel<<<Blocks(a.num_words), kThreads, 0, Native(s)>>>(a);
-  return cudaGetLastError();
+  return LaunchThreads(a.num_words, kThreads, s, PackKernel, a);
 }
 
 int LaunchDequantRows(const DequantArgs& a, Stream s) {
   const int chunks = (a.g.head_dim + 7) / 8;
   const uint64_t items = static_cast<uint64_t>(a.num_items) * chunks;
-  if (items == 0) return cudaSuccess;
-  DequantRowsKernel<<<Blocks(items), kThreads, 0, Native(s)>>>(a, items, chunks);
-  return cudaGetLastError();
+  return LaunchThreads(items, kThreads, s, DequantRowsKernel, a, items, chunks);
 }
 
 int LaunchDequantRowsFast(const DequantArgs& a, Stream s) {
@@ -270,9 +268,7 @@ int LaunchDequantRowsFast(const DequantArgs& a, Stream s) {
 
 int LaunchDequantChains(const DequantArgs& a, Stream s) {
   const uint64_t items = static_cast<uint64_t>(a.num_items) * a.g.head_dim;
-  if (items == 0) return cudaSuccess;
-  DequantChainsKernel<<<Blocks(items, 64), 64, 0, Native(s)>>>(a, items);
-  return cudaGetLastError();
+  return LaunchThreads(items, 64, s, DequantChainsKernel, a, items);
 }
 
 int LaunchRansDecode(const RansDecodeArgs& a, Stream s) {

@@ -188,6 +188,16 @@ KVW_HD RowScratch CarveRowScratch(uint8_t* base, int head_dim) {
   return s;
 }
 
+// Group gi's quantizer into the row scratch and its parameters into `params`; a group without
+// one raises fail_bit and gets the zero quantizer.
+KVW_HD void SetGroupQuantizer(const MinMax& m, float levels, int gi, RowScratch s, ParamPair* params,
+                              uint32_t fail_bit, uint32_t* error) {
+  Quantizer q{};
+  if (!ChooseGroupQuantizer(m, levels, &q)) RaiseError(error, fail_bit);
+  s.q[gi] = q;
+  params[gi] = q.bits;
+}
+
 // Quantizes v[0, d) in groups of tg channels into s.codes and s.q, writing the pairs to
 // params. If recon is given, also writes the decoder's reconstruction: pred + value (or the
 // value when pred is null); recon may alias pred. Raises `fail_bit` if a group is out of range.
@@ -203,25 +213,13 @@ KVW_HD void QuantizeRow(const Lanes& lanes, const float* v, int d, int tg, float
         PushMinMax(m, v[gi * tg + e], TokenGroupKey(e, tg));
       }
       m = lanes.Reduce(m);
-      if (lanes.lane() == 0) {
-        Quantizer q{};
-        const bool ok = !m.bad && m.lo >= -kHalfMax && m.hi <= kHalfMax &&
-                        ChooseQuantizer(m.lo, m.hi, levels, &q);
-        if (!ok) RaiseError(error, fail_bit);
-        s.q[gi] = q;
-        params[gi] = q.bits;
-      }
+      if (lanes.lane() == 0) SetGroupQuantizer(m, levels, gi, s, params, fail_bit, error);
     }
   } else {
     for (int gi = lanes.lane(); gi < groups; gi += lanes.size()) {
       MinMax m = EmptyMinMax();
       for (int e = 0; e < tg; ++e) PushMinMax(m, v[gi * tg + e], TokenGroupKey(e, tg));
-      Quantizer q{};
-      const bool ok = !m.bad && m.lo >= -kHalfMax && m.hi <= kHalfMax &&
-                      ChooseQuantizer(m.lo, m.hi, levels, &q);
-      if (!ok) RaiseError(error, fail_bit);
-      s.q[gi] = q;
-      params[gi] = q.bits;
+      SetGroupQuantizer(m, levels, gi, s, params, fail_bit, error);
     }
   }
   lanes.sync();
