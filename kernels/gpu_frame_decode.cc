@@ -193,9 +193,7 @@ class FrameParser {
     KVC_RETURN_IF_ERROR(kvcodec::CheckSectionDescriptor(r, spec, delta));
     if (!spec.is_integer()) {
       const bool raw = spec.coding == kvcodec::ValueCoding::kRaw;
-      const kvcodec::DType as = raw ? shape.dtype
-                                : spec.coding == kvcodec::ValueCoding::kFloat16 ? kvcodec::DType::kFloat16
-                                                                                 : kvcodec::DType::kBFloat16;
+      const kvcodec::DType as = kvcodec::ValueDType(spec.coding, shape.dtype);
       const size_t esize = kvcodec::DTypeSize(as);
       p->values = staging_.Reserve(n * esize);
       KVC_RETURN_IF_ERROR(kvcodec::ReadByteStream(r, static_cast<int>(d * esize), staging_.At(p->values, n * esize),

@@ -41,9 +41,7 @@ class SectionWriter {
     // raw / fp16 / bf16: the kept rows, gathered (and converted) on the backend.
     const int d = shape_.head_dim;
     const bool raw = spec.coding == kvcodec::ValueCoding::kRaw;
-    const kvcodec::DType as = raw ? shape_.dtype
-                              : spec.coding == kvcodec::ValueCoding::kFloat16 ? kvcodec::DType::kFloat16
-                                                                               : kvcodec::DType::kBFloat16;
+    const kvcodec::DType as = kvcodec::ValueDType(spec.coding, shape_.dtype);
     const size_t esize = kvcodec::DTypeSize(as);
     const size_t bytes = static_cast<size_t>(rows) * d * esize;
     streams_.Clear();

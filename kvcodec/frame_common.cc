@@ -391,8 +391,9 @@ absl::Status ReadCodeStream(ByteReader& r, int head_dim, int bits, std::span<uin
   return absl::OkStatus();
 }
 
-size_t ValueElementSize(ValueCoding coding, DType dtype) {
-  return coding == ValueCoding::kRaw ? DTypeSize(dtype) : 2;
+DType ValueDType(ValueCoding coding, DType cache_dtype) {
+  if (coding == ValueCoding::kRaw) return cache_dtype;
+  return coding == ValueCoding::kFloat16 ? DType::kFloat16 : DType::kBFloat16;
 }
 
 }  // namespace kvcodec

@@ -97,7 +97,7 @@ absl::Status ReadByteStream(ByteReader& r, int row_len, std::span<uint8_t> out,
 absl::Status ReadCodeStream(ByteReader& r, int head_dim, int bits, std::span<uint8_t> out,
                             absl::string_view what);
 
-// Element size of a section's values for non-integer codings.
-size_t ValueElementSize(ValueCoding coding, DType dtype);
+// The dtype a raw, fp16 or bf16 section stores its values in.
+DType ValueDType(ValueCoding coding, DType cache_dtype);
 
 }  // namespace kvcodec

@@ -156,7 +156,7 @@ absl::Status EncodeSection(ByteWriter& w, const CacheShape& shape, const QuantSp
     case ValueCoding::kBFloat16: {
       GatherFloat(shape, kept, data, scratch);
       std::vector<uint16_t> halves(scratch.size());
-      const DType as = spec.coding == ValueCoding::kFloat16 ? DType::kFloat16 : DType::kBFloat16;
+      const DType as = ValueDType(spec.coding, shape.dtype);
       FromFloat(scratch.data(), scratch.size(), as, halves.data());
       account(&bytes->payload, [&] { WriteByteStream(w, AsBytes(halves), 2 * d, coder, level, 2); });
       break;
@@ -218,8 +218,7 @@ absl::Status DecodeSection(ByteReader& r, const CacheShape& shape, const QuantSp
       std::vector<uint16_t> halves(n);
       KVC_RETURN_IF_ERROR(ReadByteStream(
           r, 2 * d, {reinterpret_cast<uint8_t*>(halves.data()), n * 2}, "values", 2));
-      ToFloat(halves.data(), spec.coding == ValueCoding::kFloat16 ? DType::kFloat16 : DType::kBFloat16,
-              n, values.data());
+      ToFloat(halves.data(), ValueDType(spec.coding, shape.dtype), n, values.data());
       break;
     }
     case ValueCoding::kInt8:
