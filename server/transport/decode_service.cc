@@ -9,6 +9,7 @@
 #include "nlohmann/json.hpp"
 #include "server/metrics/log.h"
 #include "server/transport/frame_receiver.h"
+#include "server/transport/security.h"
 
 namespace kvwire::transport {
 namespace {
@@ -47,9 +48,16 @@ absl::Status FromGrpcStatus(const grpc::Status& status) {
 
 void ConfigureServerBuilder(grpc::ServerBuilder& builder) {
   builder.SetMaxReceiveMessageSize(kMaxReceiveMessageBytes);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 1);
   // gRPC enables SO_REUSEPORT by default, which lets a second node silently share a port that
   // one already serves; a node must instead fail to start.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+}
+
+void ConfigureUploadChannel(grpc::ChannelArguments& args) {
+  args.SetMaxSendMessageSize(kMaxReceiveMessageBytes);
+  args.SetMaxReceiveMessageSize(kMaxReceiveMessageBytes);
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 1);
 }
 
 void FillFrameStats(const kvcodec::FrameInfo& info, std::span<const kvcodec::DecodedLayer> layers,
@@ -82,6 +90,10 @@ class DecodeNodeService::Reactor final : public grpc::ServerReadReactor<kvwire::
         request_id_(ClientMetadata(context, metrics::kRequestIdMetadata)),
         preset_(PresetLabel(ClientMetadata(context, kPresetMetadata))) {
     if (metrics_ != nullptr) stream_ = metrics_->TrackStream();
+    if (absl::Status auth = CheckBearer(*context, service->options_.auth_token); !auth.ok()) {
+      Fail(auth);
+      return;
+    }
     StartRead(&message_);
   }
 

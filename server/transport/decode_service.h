@@ -30,6 +30,7 @@
 #include "proto/kvwire.grpc.pb.h"
 #include "proto/kvwire.pb.h"
 #include "server/metrics/metrics.h"
+#include "server/transport/frame_receiver.h"
 
 namespace kvwire::transport {
 
@@ -64,6 +65,9 @@ struct DecodeServiceOptions {
   // upload that would exceed the limit fails with RESOURCE_EXHAUSTED before any layer is
   // rebuilt, so many concurrent requests cannot push the node into an out-of-memory kill.
   uint64_t max_cache_bytes = 0;
+  // Non-empty: uploads must carry "authorization: Bearer <auth_token>" (server/transport/
+  // security.h), else UNAUTHENTICATED before anything is read.
+  std::string auth_token;
   // Preset names accepted as metric labels besides kvcodec's built-in ones (the node's preset
   // files); any other x-kvwire-preset value is counted as "custom", keeping labels bounded.
   std::set<std::string> preset_names;
@@ -78,8 +82,21 @@ void FillFrameStats(const kvcodec::FrameInfo& info, std::span<const kvcodec::Dec
 grpc::Status ToGrpcStatus(const absl::Status& status);
 absl::Status FromGrpcStatus(const grpc::Status& status);
 
-// Sets the server-wide limits the transport relies on (max receive message size).
+// Message sizes and flow control, set deliberately on both ends of an upload:
+//   * messages: senders cut frames into slices of at most kMaxSliceBytes (1 MiB), and receivers
+//     accept at most kMaxReceiveMessageBytes (8 MiB): a slice and its envelope always fit, and no
+//     single message can make a node buffer more than 8 MiB. Uploading channels also refuse to
+//     send more than that, so a sender bug fails on the sender. 1 MiB slices reach >= 70% of a
+//     plain TCP copy on loopback (`kvwire bench transfer`); smaller ones pay per-message costs.
+//   * flow control: HTTP/2 windows are left to gRPC's bandwidth-delay-product estimator (BDP
+//     probing, switched on explicitly here), which grows the stream and connection windows to
+//     what the link carries. A fixed window would have to be sized for the fastest, longest link
+//     (1 Gbit/s x 100 ms = 12.5 MB per stream) and then let every concurrent upload buffer that
+//     much on a slow one; the estimator adapts per connection.
+// Sets the server's side (receive limit, BDP probing, no SO_REUSEPORT).
 void ConfigureServerBuilder(grpc::ServerBuilder& builder);
+// Sets an uploading channel's side (send and receive limits, BDP probing).
+void ConfigureUploadChannel(grpc::ChannelArguments& args);
 
 class DecodeNodeService final : public kvwire::v1::DecodeNode::CallbackService {
  public:

@@ -3,6 +3,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -17,6 +18,7 @@
 #include "kvcodec/synthetic.h"
 #include "server/transport/decode_service.h"
 #include "server/transport/frame_upload.h"
+#include "server/transport/security.h"
 #include "server/transport/frame_receiver.h"
 
 namespace kvwire::transport {
@@ -430,6 +432,68 @@ TEST(FrameUploadTest, CancelledMidStreamFreesAndGeneratesNothing) {
   EXPECT_TRUE(SendFrame(server.stub(), Header("next"), frame, 65536, In(std::chrono::seconds(10)),
                         nullptr)
                   .ok());
+}
+
+// A bearer token: uploads without it (or with another) are UNAUTHENTICATED and nothing is
+// consumed; with it they go through.
+TEST(SecurityTest, BearerTokenIsRequiredWhenSet) {
+  RecordingConsumer consumer;
+  TestServer server({.model_fingerprint = kModel, .consumer = &consumer, .auth_token = "s3cret"});
+  const std::vector<uint8_t> frame = Encode(kvcodec::MakeSyntheticCache(Shape(), 6), "plan=*:int8");
+  absl::Status s = SendFrame(server.stub(), Header("none"), frame, 65536, In(std::chrono::seconds(5)), nullptr);
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnauthenticated) << s;
+  s = SendFrame(server.stub(), Header("wrong"), frame, 65536, In(std::chrono::seconds(5)), nullptr,
+                {{kAuthorizationMetadata, BearerValue("s3cre")}});
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnauthenticated) << s;
+  EXPECT_EQ(consumer.calls(), 0);
+  s = SendFrame(server.stub(), Header("right"), frame, 65536, In(std::chrono::seconds(5)), nullptr,
+                {{kAuthorizationMetadata, BearerValue("s3cret")}});
+  EXPECT_TRUE(s.ok()) << s;
+  EXPECT_EQ(consumer.calls(), 1);
+}
+
+// TLS with client certificates (testdata/: a self-signed certificate for localhost and
+// 127.0.0.1, valid until 2126, serves as the server's, the client's and the CA): a TLS client
+// with a certificate uploads, a plain-text client and a TLS client without a certificate cannot.
+TEST(SecurityTest, MutualTlsUploads) {
+  const std::filesystem::path dir = std::filesystem::path(__FILE__).parent_path() / "testdata";
+  const std::string cert = (dir / "test_cert.pem").string(), key = (dir / "test_key.pem").string();
+  SecurityOptions server_security{.tls_cert_file = cert, .tls_key_file = key,
+                                  .tls_client_ca_file = cert};
+  auto server_credentials = MakeServerCredentials(server_security);
+  ASSERT_TRUE(server_credentials.ok()) << server_credentials.status();
+  RecordingConsumer consumer;
+  DecodeNodeService service({.model_fingerprint = kModel, .consumer = &consumer});
+  grpc::ServerBuilder builder;
+  ConfigureServerBuilder(builder);
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", *server_credentials, &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+  const std::string address = "127.0.0.1:" + std::to_string(port);
+  const std::vector<uint8_t> frame = Encode(kvcodec::MakeSyntheticCache(Shape(), 7), "plan=*:int4");
+  auto upload_with = [&](std::shared_ptr<grpc::ChannelCredentials> credentials) {
+    auto stub = kvwire::v1::DecodeNode::NewStub(grpc::CreateChannel(address, credentials));
+    return SendFrame(*stub, Header("tls"), frame, 65536, In(std::chrono::seconds(5)), nullptr);
+  };
+  auto mutual = MakeUpstreamCredentials({.tls_cert_file = cert, .tls_key_file = key,
+                                         .upstream_ca_file = cert});
+  ASSERT_TRUE(mutual.ok()) << mutual.status();
+  EXPECT_TRUE(upload_with(*mutual).ok());
+  EXPECT_FALSE(upload_with(grpc::InsecureChannelCredentials()).ok());
+  auto no_cert = MakeUpstreamCredentials({.upstream_ca_file = cert});
+  ASSERT_TRUE(no_cert.ok());
+  EXPECT_FALSE(upload_with(*no_cert).ok());
+  EXPECT_EQ(consumer.calls(), 1);
+  server->Shutdown(In(std::chrono::seconds(2)));
+
+  EXPECT_EQ(MakeServerCredentials({.tls_cert_file = cert}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(MakeServerCredentials({.tls_client_ca_file = cert}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(MakeUpstreamCredentials({.upstream_ca_file = "/nonexistent/ca.pem"}).status().code(),
+            absl::StatusCode::kNotFound);
 }
 
 }  // namespace
