@@ -1,7 +1,5 @@
 // EncodeFrameOn: kvcodec/frame_encoder.cc's records, with each section's values taken from
 // backend memory and quantized there.
-#include <xxhash.h>
-
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
@@ -155,10 +153,7 @@ absl::StatusOr<std::vector<uint8_t>> EncodeFrameOn(Backend& backend, const kvcod
     const auto [first, count] = (*encoder)->chunk_layers(c);
     std::vector<uint8_t> chunk;
     ByteWriter w(&chunk);
-    w.Bytes(kvcodec::kChunkMagic);
-    w.U32(static_cast<uint32_t>(c));
-    w.U32(0);  // body length, patched below
-    const size_t body_start = w.size();
+    kvcodec::StartChunk(w, c);
     for (int layer = first; layer < first + count; ++layer) {
       const auto& heads = selection.kept[layer];
       KVW_RETURN_IF_ERROR(kvcodec::CheckKept(heads, shape, layer));
@@ -176,10 +171,7 @@ absl::StatusOr<std::vector<uint8_t>> EncodeFrameOn(Backend& backend, const kvcod
                                          rows->as<int64_t>(), static_cast<int64_t>(offsets->size())));
       }
     }
-    w.PatchU32(8, static_cast<uint32_t>(w.size() - body_start));
-    const uint64_t hash = XXH3_64bits_withSeed(chunk.data(), chunk.size(), header_hash);
-    w.U64(hash);
-    chunk_hashes.push_back(hash);
+    chunk_hashes.push_back(kvcodec::FinishChunk(&chunk, header_hash));
     fw.Bytes(chunk);
   }
   const std::vector<uint8_t> trailer = kvcodec::MakeTrailer(chunk_hashes, frame.size(), header_hash);

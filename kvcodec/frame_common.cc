@@ -124,6 +124,20 @@ absl::Status CheckChunkPrefix(uint32_t seq, uint32_t body_len, int received,
   return absl::OkStatus();
 }
 
+void StartChunk(ByteWriter& w, int seq) {
+  w.Bytes(kChunkMagic);
+  w.U32(static_cast<uint32_t>(seq));
+  w.U32(0);  // body length, filled in by FinishChunk
+}
+
+uint64_t FinishChunk(std::vector<uint8_t>* chunk, uint64_t header_hash) {
+  ByteWriter w(chunk);
+  w.PatchU32(8, static_cast<uint32_t>(chunk->size() - kChunkPrefix));
+  const uint64_t hash = XXH3_64bits_withSeed(chunk->data(), chunk->size(), header_hash);
+  w.U64(hash);
+  return hash;
+}
+
 namespace {
 
 // The trailer's checksum: every chunk hash, then the trailer's first 16 bytes.

@@ -49,6 +49,11 @@ absl::Status ReadSelection(ByteReader& r, const CacheShape& shape,
 absl::Status CheckChunkPrefix(uint32_t seq, uint32_t body_len, int received,
                               const FrameInfo& info, const DecodeLimits& limits);
 
+// A chunk record (FORMAT.md, Chunk) in `chunk`: StartChunk writes its prefix, the body follows,
+// then FinishChunk fills in the body length, appends the chunk's hash and returns the hash.
+void StartChunk(ByteWriter& w, int seq);
+uint64_t FinishChunk(std::vector<uint8_t>* chunk, uint64_t header_hash);
+
 // The trailer of a frame whose records before it are `frame_bytes` long.
 std::vector<uint8_t> MakeTrailer(std::span<const uint64_t> chunk_hashes, uint64_t frame_bytes,
                                  uint64_t header_hash);

@@ -154,10 +154,7 @@ absl::StatusOr<std::vector<uint8_t>> FrameEncoder::EncodeChunk(
   }
   std::vector<uint8_t> out;
   ByteWriter w(&out);
-  w.Bytes(kChunkMagic);
-  w.U32(static_cast<uint32_t>(chunk));
-  w.U32(0);  // body length, patched below
-  const size_t body_start = w.size();
+  StartChunk(w, chunk);
   SectionBytes section_bytes;
   for (int i = 0; i < count; ++i) {
     const int layer = first + i;
@@ -177,11 +174,8 @@ absl::StatusOr<std::vector<uint8_t>> FrameEncoder::EncodeChunk(
                                         &section_bytes));
     }
   }
-  const size_t body_len = w.size() - body_start;
-  w.PatchU32(8, static_cast<uint32_t>(body_len));
-  const uint64_t hash = XXH3_64bits_withSeed(out.data(), out.size(), m.header_hash);
-  w.U64(hash);
-  m.chunk_hashes.push_back(hash);
+  const size_t body_len = out.size() - kChunkPrefix;
+  m.chunk_hashes.push_back(FinishChunk(&out, m.header_hash));
   ++m.next_chunk;
   m.bytes_written += out.size();
   m.acct.scale_bytes += section_bytes.params;
