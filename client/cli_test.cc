@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <regex>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -81,6 +82,14 @@ class Child {
     }
     const size_t nl = out_text_.find('\n');
     return nl == std::string::npos ? "" : out_text_.substr(0, nl);
+  }
+
+  // Reads until stderr contains `needle` or `deadline`; whether it does.
+  bool WaitForErr(const std::string& needle, Clock::time_point deadline) {
+    while (err_text_.find(needle) == std::string::npos && Clock::now() < deadline) {
+      if (!Pump(deadline)) break;
+    }
+    return err_text_.find(needle) != std::string::npos;
   }
 
   // Drains the pipes and waits for exit until `deadline`. The exit code, or -1 on timeout or a
@@ -222,6 +231,94 @@ TEST(CliTest, ServeGenerateHealthShutdown) {
   EXPECT_EQ(prefill.Wait(In(15)), 0) << "stderr: " << prefill.err();
   ASSERT_EQ(kill(decode.pid(), SIGTERM), 0);
   EXPECT_EQ(decode.Wait(In(15)), 0) << "stderr: " << decode.err();
+}
+
+// A prefill node killed (SIGKILL) while its upload is in flight: the client gets UNAVAILABLE,
+// the decode node logs the upload as cancelled, generates nothing and stays healthy. The decode
+// node reads its options from a --config file; the prefill node's --link-mbps keeps the upload
+// slow enough to be cut.
+TEST(CliTest, PrefillKilledMidStreamDecodeGeneratesNothing) {
+  const std::string kvwire = KVWIRE_BINARY;
+  std::string tmpl = (std::filesystem::temp_directory_path() / "cli_test_XXXXXX").string();
+  ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
+  const std::filesystem::path root(tmpl);
+  struct Cleanup {
+    std::filesystem::path p;
+    ~Cleanup() { std::filesystem::remove_all(p); }
+  } cleanup{root};
+  WriteModel(root / "model");
+  if (HasFatalFailure()) return;
+  const std::string model = (root / "model").string();
+  const std::string config = (root / "decode.toml").string();
+  std::ofstream(config) << "model = \"" << model << "\"\nlisten = \"127.0.0.1:0\"\nthreads = 1\n"
+                        << "max-cache-mib = 64\nmax-new-tokens = 4\n";
+  {
+    const std::string bad = (root / "bad.toml").string();
+    std::ofstream(bad) << "model = \"" << model << "\"\nno-such-option = 3\n";
+    Child serve({kvwire, "serve", "decode", "--config", bad});
+    EXPECT_EQ(serve.Wait(In(30)), 2) << serve.err();
+    EXPECT_THAT(serve.err(), HasSubstr("no-such-option"));
+  }
+  Child decode({kvwire, "serve", "decode", "--config", config});
+  const std::string decode_addr = ListenAddress(decode.FirstLine(In(60)), "decode");
+  ASSERT_FALSE(decode_addr.empty()) << decode.out() << decode.err();
+  Child prefill({kvwire, "serve", "prefill", "--listen", "127.0.0.1:0", "--model", model,
+                 "--threads", "1", "--decode", decode_addr, "--link-mbps", "0.1"});
+  const std::string prefill_addr = ListenAddress(prefill.FirstLine(In(60)), "prefill");
+  ASSERT_FALSE(prefill_addr.empty()) << prefill.out() << prefill.err();
+
+  // ~150 tokens, float32 "full": ~150 KB, 12 s at 0.1 Mbit/s.
+  Child gen({kvwire, "generate", "--prefill", prefill_addr, "--context",
+             "The keeper's daughter rowed out to the reef and brought back nine sailors. The town "
+             "named the new pier after her, and children race boats there every spring.",
+             "--question", "Who rowed out?", "--preset", "full", "--timeout", "60"});
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  ASSERT_EQ(kill(prefill.pid(), SIGKILL), 0);
+  EXPECT_EQ(gen.Wait(In(30)), 1) << gen.out() << gen.err();
+  EXPECT_THAT(gen.err(), HasSubstr("UNAVAILABLE"));
+  EXPECT_TRUE(decode.WaitForErr("\"code\":\"CANCELLED\"", In(20))) << decode.err();
+  EXPECT_THAT(decode.err(), HasSubstr("upload_done"));
+  EXPECT_THAT(decode.err(), ::testing::Not(HasSubstr("\"code\":\"OK\"")));
+  Child health({kvwire, "health", "--target", decode_addr, "--timeout", "10"});
+  EXPECT_EQ(health.Wait(In(30)), 0) << health.err();
+  ASSERT_EQ(kill(decode.pid(), SIGTERM), 0);
+  EXPECT_EQ(decode.Wait(In(15)), 0) << decode.err();
+}
+
+// Every option of the service commands has a description in --help, and the exit codes are
+// stated there.
+TEST(CliTest, HelpExplainsEveryOptionAndExitCodes) {
+  const std::vector<std::vector<std::string>> commands = {
+      {"serve", "decode"}, {"serve", "prefill"}, {"serve", "scout"}, {"generate"}, {"health"},
+      {"bench", "e2e"}};
+  for (const auto& command : commands) {
+    std::vector<std::string> args = {KVWIRE_BINARY};
+    args.insert(args.end(), command.begin(), command.end());
+    args.push_back("--help");
+    Child help(args);
+    ASSERT_EQ(help.Wait(In(30)), 0) << help.err();
+    const std::string& text = help.out();
+    if (command[0] != "bench") EXPECT_THAT(text, HasSubstr("Exit codes:")) << command[0];
+    std::vector<std::string> lines;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
+    const std::regex option_line("^\\s+(-\\w, )?--[a-z0-9-]+.*$");
+    // "  --name TYPE [default]   description", or a long name with the description on the next,
+    // deeper indented line.
+    const std::regex described("^\\s+\\S.*\\S\\s{2,}\\S.*$");
+    const std::regex continuation("^\\s{20,}\\S.*$");
+    int options = 0;
+    for (size_t i = 0; i < lines.size(); ++i) {
+      if (!std::regex_match(lines[i], option_line)) continue;
+      ++options;
+      const bool next_describes = i + 1 < lines.size() &&
+                                  std::regex_match(lines[i + 1], continuation) &&
+                                  !std::regex_match(lines[i + 1], option_line);
+      EXPECT_TRUE(std::regex_match(lines[i], described) || next_describes)
+          << command.back() << ": " << lines[i];
+    }
+    EXPECT_GT(options, 3) << text;
+  }
 }
 
 TEST(CliTest, ServeBadModelDirFails) {

@@ -12,11 +12,16 @@
 #include "nlohmann/json.hpp"
 #include "proto/kvwire.grpc.pb.h"
 #include "proto/kvwire.pb.h"
+#include "server/transport/decode_service.h"
+#include "server/transport/security.h"
 
 namespace kvwire::cli {
 
 CLI::App* AddGenerateCommand(CLI::App& app, GenerateOptions& opts) {
   auto* cmd = app.add_subcommand("generate", "Send one request to a prefill node and print the answer and its statistics");
+  cmd->footer("Exit codes: 0 answered; 1 the call failed (its gRPC code name and message on stderr, e.g. "
+              "INVALID_ARGUMENT, UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, UNAUTHENTICATED); "
+              "2 bad command line.");
   auto* prefill = cmd->add_option("--prefill", opts.prefill_address, "The prefill node's host:port (the cache path)");
   auto* scout = cmd->add_option("--scout", opts.scout_address,
                                 "A scout node's host:port instead (scout path with scout-* presets, text path with 'text')");
@@ -42,14 +47,22 @@ CLI::App* AddGenerateCommand(CLI::App& app, GenerateOptions& opts) {
   cmd->add_option("--request-id", opts.request_id, "Request identifier (default: the node makes one)");
   cmd->add_option("--timeout", opts.timeout_seconds, "Deadline of the call in seconds")->capture_default_str()->check(CLI::Range(0.001, 86400.0));
   cmd->add_flag("--json", opts.json, "Machine-readable output");
+  cmd->add_option("--tls-ca", opts.tls_ca, "Connect with TLS, verifying the node's certificate with this PEM CA bundle (default: plain text)")->check(CLI::ExistingFile);
+  cmd->add_option("--tls-cert", opts.tls_cert, "PEM client certificate, for nodes that require one (with --tls-ca and --tls-key)")->check(CLI::ExistingFile);
+  cmd->add_option("--tls-key", opts.tls_key, "PEM key of --tls-cert")->check(CLI::ExistingFile);
+  cmd->add_option("--token-file", opts.token_file, "Send the bearer token in this file (nodes started with --auth-token-file require it)")->check(CLI::ExistingFile);
   return cmd;
 }
 
 CLI::App* AddHealthCommand(CLI::App& app, HealthOptions& opts) {
   auto* cmd = app.add_subcommand("health", "Ask a node's grpc.health.v1.Health/Check; exit 0 when SERVING");
+  cmd->footer("Exit codes: 0 SERVING; 1 anything else (not serving, unreachable, deadline); 2 bad command line.");
   cmd->add_option("--target", opts.target, "The node's host:port")->required();
   cmd->add_option("--service", opts.service, "Service name to check (default: the whole server)");
   cmd->add_option("--timeout", opts.timeout_seconds, "Deadline in seconds")->capture_default_str()->check(CLI::Range(0.001, 3600.0));
+  cmd->add_option("--tls-ca", opts.tls_ca, "Connect with TLS, verifying the node's certificate with this PEM CA bundle (default: plain text)")->check(CLI::ExistingFile);
+  cmd->add_option("--tls-cert", opts.tls_cert, "PEM client certificate, for nodes that require one")->check(CLI::ExistingFile);
+  cmd->add_option("--tls-key", opts.tls_key, "PEM key of --tls-cert")->check(CLI::ExistingFile);
   return cmd;
 }
 
@@ -99,9 +112,18 @@ grpc::Status CallGenerate(const GenerateOptions& opts, const kvwire::v1::Generat
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
   const bool scout = !opts.scout_address.empty();
+  auto credentials = kvwire::transport::MakeUpstreamCredentials(
+      {.tls_cert_file = opts.tls_cert, .tls_key_file = opts.tls_key, .upstream_ca_file = opts.tls_ca});
+  if (!credentials.ok()) return kvwire::transport::ToGrpcStatus(credentials.status());
   auto channel = grpc::CreateCustomChannel(scout ? opts.scout_address : opts.prefill_address,
-                                           grpc::InsecureChannelCredentials(), args);
+                                           *credentials, args);
   grpc::ClientContext context;
+  if (!opts.token_file.empty()) {
+    auto token = kvwire::transport::ReadTokenFile(opts.token_file);
+    if (!token.ok()) return kvwire::transport::ToGrpcStatus(token.status());
+    context.AddMetadata(kvwire::transport::kAuthorizationMetadata,
+                        kvwire::transport::BearerValue(*token));
+  }
   context.set_deadline(DeadlineIn(opts.timeout_seconds));
   if (scout) return kvwire::v1::ScoutNode::NewStub(channel)->Generate(&context, request, reply);
   return kvwire::v1::PrefillNode::NewStub(channel)->Generate(&context, request, reply);
@@ -171,6 +193,8 @@ int RunGenerate(const GenerateOptions& opts) {
           {"prefill_seconds", s.prefill_seconds()},
           {"encode_seconds", s.encode_seconds()},
           {"transfer_seconds", s.transfer_seconds()},
+          {"upload_seconds", s.upload_seconds()},
+          {"overlap_seconds", s.overlap_seconds()},
           {"rebuild_seconds", s.rebuild_seconds()},
           {"first_token_seconds", s.first_token_seconds()},
           {"tokens_per_second", s.tokens_per_second()},
@@ -197,6 +221,11 @@ int RunGenerate(const GenerateOptions& opts) {
   std::printf("seconds      prefill=%.4f encode=%.4f transfer=%.4f rebuild=%.4f first_token=%.4f\n",
               s.prefill_seconds(), s.encode_seconds(), s.transfer_seconds(), s.rebuild_seconds(),
               s.first_token_seconds());
+  if (s.upload_seconds() > 0 || s.overlap_seconds() > 0) {
+    // Layers are shipped as they are computed: the stages overlap.
+    std::printf("pipeline     upload=%.4f overlap=%.4f (saved over prefill+encode+upload run in turn)\n",
+                s.upload_seconds(), s.overlap_seconds());
+  }
   std::printf("decode       %.2f tokens/s\n", s.tokens_per_second());
   std::fflush(stdout);
   return 0;
@@ -207,7 +236,13 @@ int RunGenerate(const GenerateOptions& opts) {
 //   HealthCheckRequest  { string service = 1; }
 //   HealthCheckResponse { ServingStatus status = 1; }  // 1 = SERVING
 int RunHealth(const HealthOptions& opts) {
-  auto channel = grpc::CreateChannel(opts.target, grpc::InsecureChannelCredentials());
+  auto credentials = kvwire::transport::MakeUpstreamCredentials(
+      {.tls_cert_file = opts.tls_cert, .tls_key_file = opts.tls_key, .upstream_ca_file = opts.tls_ca});
+  if (!credentials.ok()) {
+    std::cerr << "kvwire health: " << credentials.status().ToString() << "\n";
+    return 1;
+  }
+  auto channel = grpc::CreateChannel(opts.target, *credentials);
   grpc::GenericStub stub(channel);
   std::string request_bytes;
   if (!opts.service.empty()) {

@@ -30,12 +30,21 @@ struct GenerateOptions {
   std::string request_id;
   double timeout_seconds = 600;
   bool json = false;
+  // Optional security (server/transport/security.h): TLS with this CA (and a client certificate
+  // for nodes that require one), and a bearer token read from a file.
+  std::string tls_ca;
+  std::string tls_cert;
+  std::string tls_key;
+  std::string token_file;
 };
 
 struct HealthOptions {
   std::string target;
   std::string service;
   double timeout_seconds = 5;
+  std::string tls_ca;  // TLS with this CA (health checks need no token)
+  std::string tls_cert;
+  std::string tls_key;
 };
 
 CLI::App* AddGenerateCommand(CLI::App& app, GenerateOptions& opts);

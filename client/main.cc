@@ -16,6 +16,7 @@
 #include "client/eval_cmd.h"
 #include "client/generate_cmd.h"
 #include "client/serve_cmd.h"
+#include "bench/e2e_bench.h"
 #include "bench/transfer_bench.h"
 #endif
 
@@ -27,6 +28,8 @@ int main(int argc, char** argv) {
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
   CLI::App app{"kvwire: compressed KV-cache transfer between LLM prefill and decode nodes"};
   app.require_subcommand(1);
+  // Wide enough for "--option TYPE:{choices}=default", so every description starts on its line.
+  app.get_formatter()->column_width(56);
   app.set_version_flag("--version", "kvwire 0.1.0");
   app.footer(
       "Exit codes: 0 success; 1 the job failed (generate: the RPC failed, its gRPC code name and "
@@ -87,6 +90,23 @@ int main(int argc, char** argv) {
   bench_transfer->add_option("--bytes", transfer_opts.bytes, "Send an uncompressed frame of about this many bytes instead (0: off)")->capture_default_str()->check(CLI::Range(uint64_t{0}, uint64_t{4} << 30));
   bench_transfer->add_option("--reps", transfer_opts.reps, "Repetitions; the best is reported")->capture_default_str()->check(CLI::Range(1, 100));
   bench_transfer->add_flag("--json", transfer_opts.json, "Machine-readable output");
+  kvwire::E2eBenchOptions e2e_opts;
+  auto* bench_e2e = bench->add_subcommand(
+      "e2e", "Time to first token through in-process decode, prefill and scout nodes on loopback "
+             "over an emulated link, for the text path and prefill-path presets, beside the floor "
+             "(wire bytes / link rate + prefill time)");
+  bench_e2e->add_option("--model", e2e_opts.model_dir, "Hugging Face model directory; without a config.json there, a random model of the --hidden/--layers/... shape")->capture_default_str();
+  bench_e2e->add_option("--tokens", e2e_opts.tokens, "Prompt tokens")->capture_default_str()->check(CLI::Range(2, 1 << 20));
+  bench_e2e->add_option("--link-mbps", e2e_opts.link_mbps, "Emulated link rates in Mbit/s (repeatable)")->capture_default_str()->check(CLI::Range(0.001, 1e7));
+  bench_e2e->add_option("--preset", e2e_opts.presets, "'text' (the text path) or a preset of the prefill path (repeatable)")->capture_default_str();
+  bench_e2e->add_option("--reps", e2e_opts.reps, "Timed requests per row after one warm-up; the best is reported")->capture_default_str()->check(CLI::Range(1, 100));
+  bench_e2e->add_option("--threads", e2e_opts.threads, "Torch threads per node; 0 = all cores")->capture_default_str()->check(CLI::Range(0, 1024));
+  bench_e2e->add_option("--hidden", e2e_opts.hidden, "Random model: hidden size")->capture_default_str()->check(CLI::Range(2, 1 << 16));
+  bench_e2e->add_option("--layers", e2e_opts.layers, "Random model: layers")->capture_default_str()->check(CLI::Range(1, 1024));
+  bench_e2e->add_option("--heads", e2e_opts.heads, "Random model: attention heads")->capture_default_str()->check(CLI::Range(1, 1024));
+  bench_e2e->add_option("--kv-heads", e2e_opts.kv_heads, "Random model: KV heads")->capture_default_str()->check(CLI::Range(1, 1024));
+  bench_e2e->add_option("--intermediate", e2e_opts.intermediate, "Random model: MLP size")->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  bench_e2e->add_flag("--json", e2e_opts.json, "Machine-readable output");
   kvwire::cli::ServeOptions serve_opts;
   auto* serve = kvwire::cli::AddServeCommand(app, serve_opts);
   kvwire::cli::GenerateOptions generate_opts;
@@ -114,6 +134,7 @@ int main(int argc, char** argv) {
 #endif
 #if KVWIRE_HAVE_NODES
   if (*bench_transfer) return kvwire::RunTransferBench(transfer_opts);
+  if (*bench_e2e) return kvwire::RunE2eBench(e2e_opts);
   if (*serve) return kvwire::cli::RunServe(serve_opts);
   if (*generate) return kvwire::cli::RunGenerate(generate_opts);
   if (*health) return kvwire::cli::RunHealth(health_opts);

@@ -17,16 +17,54 @@
 #include "server/nodes/servers.h"
 #include "server/scout/prompt_service.h"
 #include "server/scout/scout_server.h"
+#include "server/transport/security.h"
 
 namespace kvwire::cli {
+
+namespace {
+
+// Reads a config file into the options of `cmd` the command line did not set. Throws
+// CLI::ParseError subclasses (exit code 2), as CLI11 does for the command line.
+void ApplyConfigFile(CLI::App* cmd, const std::string& path) {
+  CLI::ConfigTOML format;
+  const std::vector<CLI::ConfigItem> items = format.from_file(path);  // CLI::FileError if unreadable
+  for (const CLI::ConfigItem& item : items) {
+    const std::string name = item.fullname();
+    if (name == "config") throw CLI::ValidationError("--config", "a config file cannot name another");
+    CLI::Option* opt = cmd->get_option_no_throw("--" + name);
+    if (opt == nullptr) {
+      throw CLI::ValidationError("--config", "unknown option '" + name + "' in " + path);
+    }
+    if (opt->count() > 0) continue;  // the command line wins
+    opt->add_result(item.inputs);
+    opt->run_callback();
+  }
+}
+
+// Options required on the command line or in the config file.
+void Require(const std::string& value, const char* flag) {
+  if (value.empty()) {
+    throw CLI::RequiredError(std::string(flag) + " (on the command line or in --config)");
+  }
+}
+
+}  // namespace
 
 CLI::App* AddServeCommand(CLI::App& app, ServeOptions& opts) {
   auto* serve = app.add_subcommand("serve", "Run a prefill, decode or scout node until SIGINT/SIGTERM");
   serve->require_subcommand(1);
+  static constexpr char kExitCodes[] =
+      "Exit codes: 0 stopped cleanly by SIGINT/SIGTERM; 1 the node could not start (model, port, "
+      "TLS or token files); 2 bad command line or config file.";
+  serve->footer(kExitCodes);
   auto add_common = [&opts](CLI::App* cmd, const char* default_listen) {
+    cmd->footer(kExitCodes);
     cmd->add_option("--listen", opts.listen, "host:port to listen on (port 0: the OS chooses)")
         ->default_str(default_listen);
-    cmd->add_option("--model", opts.model_dir, "Hugging Face model directory")->required();
+    cmd->add_option("--config", opts.config_file,
+                    "TOML/INI file of options: 'name = value' per line, names without dashes "
+                    "(e.g. model = \"models/target\"); the command line wins");
+    cmd->add_option("--model", opts.model_dir, "Hugging Face model directory (required)");
     cmd->add_option("--tokenizer", opts.tokenizer_path, "tokenizer.json (default: <model>/tokenizer.json)");
     cmd->add_option("--dtype", opts.dtype, "Engine dtype")->capture_default_str()->check(CLI::IsMember({"float32", "bfloat16"}));
     cmd->add_option("--device", opts.device, "cpu, cuda or cuda:N")->capture_default_str();
@@ -36,29 +74,55 @@ CLI::App* AddServeCommand(CLI::App& app, ServeOptions& opts) {
     cmd->add_option("--grace", opts.grace_seconds, "Seconds calls in flight may take to finish on shutdown")->capture_default_str()->check(CLI::Range(0.0, 3600.0));
     cmd->add_option("--metrics-port", opts.metrics_port, "Port of the Prometheus /metrics endpoint, on the --listen host (0: the OS chooses; -1: none)")->capture_default_str()->check(CLI::Range(-1, 65535));
     cmd->add_option("--presets", opts.preset_files, "File of named codec presets, 'name = config' per line (repeatable; e.g. presets and a quality ladder)");
+    cmd->add_option("--tls-cert", opts.tls_cert, "Serve TLS with this PEM certificate (with --tls-key; default: plain text, meant for loopback)")->check(CLI::ExistingFile);
+    cmd->add_option("--tls-key", opts.tls_key, "PEM private key of --tls-cert")->check(CLI::ExistingFile);
+    cmd->add_option("--tls-client-ca", opts.tls_client_ca, "Require client certificates signed by this PEM CA bundle (mutual TLS; needs --tls-cert)")->check(CLI::ExistingFile);
+    cmd->add_option("--auth-token-file", opts.auth_token_file, "Require 'authorization: Bearer <token>' (the file's contents) on every kvwire call, and send it on this node's own upstream calls; health checks stay open (default: no token)")->check(CLI::ExistingFile);
     cmd->add_option("--log-level", opts.log_level, "Least level of the JSON log lines on stderr")->capture_default_str()->check(CLI::IsMember({"debug", "info", "warning", "error"}));
   };
   auto* decode = serve->add_subcommand("decode", "Serve kvwire.v1.DecodeNode (rebuild uploaded caches and generate) and kvwire.v1.PromptNode (the scout and text paths)");
   add_common(decode, "127.0.0.1:50051");
   decode->add_option("--shadow-tokens", opts.shadow_tokens, "Generated tokens a shadow pass decodes again with the full cache, for the requests the prefill node sampled (--shadow-rate); 0: no shadow passes")->capture_default_str()->check(CLI::Range(0, 4096));
-  decode->callback([&opts] {
+  decode->add_option("--max-cache-mib", opts.max_cache_mib,
+                     "Most MiB of rebuilt KV caches held at once over all requests; uploads beyond "
+                     "it fail with RESOURCE_EXHAUSTED (0: no limit)")
+      ->capture_default_str();
+  decode->callback([&opts, decode] {
+    if (!opts.config_file.empty()) ApplyConfigFile(decode, opts.config_file);
+    Require(opts.model_dir, "--model");
     opts.role = "decode";
     if (opts.listen.empty()) opts.listen = "127.0.0.1:50051";
   });
   auto* prefill = serve->add_subcommand("prefill", "Serve kvwire.v1.PrefillNode: prefill, encode, upload to a decode node");
   add_common(prefill, "127.0.0.1:50052");
   prefill->add_option("--shadow-rate", opts.shadow_rate, "Share of requests (0..1) the decode node checks after answering with a shadow pass on the full cache (agreement, KL, reconstruction error by preset)")->capture_default_str()->check(CLI::Range(0.0, 1.0));
-  prefill->add_option("--decode", opts.decode_address, "The decode node's host:port")->required();
+  prefill->add_option("--decode", opts.decode_address, "The decode node's host:port, or a gRPC name such as dns:///host:port (required)");
   prefill->add_option("--codec", opts.codec, "Default codec: a preset name or config text")->capture_default_str();
-  prefill->callback([&opts] {
+  prefill->add_option("--upstream-ca", opts.upstream_ca, "Connect to the decode node with TLS, verifying its certificate with this PEM CA bundle (this node's --tls-cert/--tls-key are its client certificate)")->check(CLI::ExistingFile);
+  prefill->add_option("--link-mbps", opts.link_mbps,
+                      "Emulate a link of this many Mbit/s to the decode node: cache uploads are "
+                      "paced at that rate (0: off; for benchmarks)")
+      ->capture_default_str()->check(CLI::Range(0.0, 1e7));
+  prefill->callback([&opts, prefill] {
+    if (!opts.config_file.empty()) ApplyConfigFile(prefill, opts.config_file);
+    Require(opts.model_dir, "--model");
+    Require(opts.decode_address, "--decode");
     opts.role = "prefill";
     if (opts.listen.empty()) opts.listen = "127.0.0.1:50052";
   });
   auto* scout = serve->add_subcommand("scout", "Serve kvwire.v1.ScoutNode: a small model picks the positions to keep; only token ids and positions go to the big model's node");
   add_common(scout, "127.0.0.1:50053");
-  scout->add_option("--target", opts.target_address, "The big model's decode node host:port (its PromptNode)")->required();
+  scout->add_option("--target", opts.target_address, "The big model's decode node host:port (its PromptNode) (required)");
   scout->add_option("--codec", opts.codec, "Default codec (its selection is used): a preset name or config text")->default_str("scout-q2c25");
-  scout->callback([&opts] {
+  scout->add_option("--upstream-ca", opts.upstream_ca, "Connect to the big node with TLS, verifying its certificate with this PEM CA bundle (this node's --tls-cert/--tls-key are its client certificate)")->check(CLI::ExistingFile);
+  scout->add_option("--link-mbps", opts.link_mbps,
+                    "Emulate a link of this many Mbit/s to the big node: each token upload is "
+                    "held back for its size / rate (0: off; for benchmarks)")
+      ->capture_default_str()->check(CLI::Range(0.0, 1e7));
+  scout->callback([&opts, scout] {
+    if (!opts.config_file.empty()) ApplyConfigFile(scout, opts.config_file);
+    Require(opts.model_dir, "--model");
+    Require(opts.target_address, "--target");
     opts.role = "scout";
     if (opts.listen.empty()) opts.listen = "127.0.0.1:50053";
     if (opts.codec == "int4-rans") opts.codec = "scout-q2c25";  // the prefill default means nothing here
@@ -83,7 +147,7 @@ int WaitForStopSignal(sigset_t& stop_signals) {
   return sig;
 }
 
-// The scout node has no metrics endpoint yet; it logs its start and stop like the others.
+// The scout node serves /metrics (role="scout") and logs its start and stop like the others.
 int RunScout(const ServeOptions& opts, const kvwire::nodes::NodeOptions& node,
              sigset_t& stop_signals) {
   auto scout = kvwire::scout::StartScoutNode({.listen_address = node.listen_address,
@@ -91,16 +155,25 @@ int RunScout(const ServeOptions& opts, const kvwire::nodes::NodeOptions& node,
                                               .prompt_address = opts.target_address,
                                               .default_codec = opts.codec,
                                               .presets = node.presets,
-                                              .workers = opts.workers});
+                                              .workers = opts.workers,
+                                              .link_mbps = opts.link_mbps,
+                                              .metrics_port = opts.metrics_port,
+                                              .security = node.security});
   if (!scout.ok()) {
     std::cerr << "kvwire serve scout: " << scout.status().ToString() << "\n";
     return 1;
   }
   const std::string address = HostOf(opts.listen) + ":" + std::to_string((*scout)->port());
-  std::cout << "kvwire scout node listening on " << address << " target=" << opts.target_address
-            << std::endl;
+  std::cout << "kvwire scout node listening on " << address << " model=" << (*scout)->fingerprint()
+            << " target=" << opts.target_address << std::endl;
+  const std::string metrics_address = (*scout)->metrics_address();
+  if (!metrics_address.empty()) {
+    std::cout << "kvwire scout node metrics on http://" << metrics_address << "/metrics" << std::endl;
+  }
   kvwire::metrics::LogEvent(kvwire::metrics::LogLevel::kInfo, "node_started",
                             {{"role", "scout"}, {"address", address},
+                             {"metrics_address", metrics_address},
+                             {"model", (*scout)->fingerprint()},
                              {"target", opts.target_address}});
   const int sig = WaitForStopSignal(stop_signals);
   kvwire::metrics::LogEvent(kvwire::metrics::LogLevel::kInfo, "node_stopping",
@@ -149,13 +222,31 @@ int RunServe(const ServeOptions& opts) {
   node.workers = opts.workers;
   node.default_max_new_tokens = opts.max_new_tokens;
   node.metrics_port = opts.metrics_port;
+  node.link_mbps = opts.link_mbps;
+  node.security = {.tls_cert_file = opts.tls_cert,
+                   .tls_key_file = opts.tls_key,
+                   .tls_client_ca_file = opts.tls_client_ca,
+                   .upstream_ca_file = opts.upstream_ca};
+  if (!opts.auth_token_file.empty()) {
+    auto token = kvwire::transport::ReadTokenFile(opts.auth_token_file);
+    if (!token.ok()) {
+      std::cerr << "kvwire serve " << opts.role << ": " << token.status().ToString() << "\n";
+      return 1;
+    }
+    node.security.auth_token = *token;
+  }
+  node.max_cache_bytes = opts.max_cache_mib << 20;
   node.presets = *std::move(presets);
   node.shadow_rate = opts.shadow_rate;
   node.shadow.tokens = opts.shadow_tokens;
   if (opts.role == "scout") return RunScout(opts, node, stop_signals);
-  node.extra_decode_service = [&opts](const kvwire::nodes::NodeModel& model) {
+  node.extra_decode_service = [&opts, token = node.security.auth_token](
+                                  const kvwire::nodes::NodeModel& model) {
     return std::make_unique<kvwire::scout::PromptNodeService>(kvwire::scout::PromptServiceOptions{
-        .model = &model, .workers = opts.workers, .default_max_new_tokens = opts.max_new_tokens});
+        .model = &model,
+        .workers = opts.workers,
+        .default_max_new_tokens = opts.max_new_tokens,
+        .auth_token = token});
   };
   auto server = opts.role == "prefill" ? kvwire::nodes::StartPrefillNode(node)
                                        : kvwire::nodes::StartDecodeNode(node);

@@ -25,10 +25,23 @@ struct ServeOptions {
   int metrics_port = 0;              // -1: no /metrics; 0: the OS chooses
   std::vector<std::string> preset_files;
   std::string log_level = "info";
+  double link_mbps = 0;          // prefill and scout: emulated upload link, Mbit/s (0: none)
+  uint64_t max_cache_mib = 0;    // decode: cache memory limit over all requests (0: none)
+  std::string config_file;       // TOML/INI file of these options (the command line wins)
+  // Optional security (server/transport/security.h); off by default.
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_client_ca;
+  std::string upstream_ca;       // prefill and scout
+  std::string auth_token_file;
   double shadow_rate = 0;  // prefill only
   int shadow_tokens = 16;  // decode only
 };
 
+// Every option can also come from `--config FILE` (TOML or INI: `name = value` lines, names
+// without the leading dashes, lists as ["a", "b"]); options given on the command line win.
+// Unknown names are a command-line error (exit code 2).
+//
 // Adds `serve` with its `decode`, `prefill` and `scout` subcommands to `app`; `opts.role` is set by the
 // one that is parsed. Returns the `serve` subcommand.
 CLI::App* AddServeCommand(CLI::App& app, ServeOptions& opts);

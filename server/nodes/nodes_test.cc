@@ -338,5 +338,35 @@ TEST_F(NodesTest, ConcurrentClientsMatchSerial) {
   }
 }
 
+// Layers go out as they are computed: over a slow emulated link the upload runs alongside the
+// prefill (overlap > 0), takes at least bytes / rate, and the answer is the unpaced one.
+TEST_F(NodesTest, LayersStreamWhilePrefillRunsOverAPacedLink) {
+  constexpr double kMbps = 1.0;
+  auto paced = StartPrefillNode({.model = {.model_dir = (*root_ / "a").string(), .threads = 1},
+                                 .decode_address = "127.0.0.1:" + std::to_string(decode_a_->port()),
+                                 .workers = 1,
+                                 .link_mbps = kMbps});
+  ASSERT_TRUE(paced.ok()) << paced.status();
+  kvwire::v1::GenerateReply fast, slow;
+  ASSERT_TRUE(Call(*prefill_, Request("int8", 6), &fast).ok());
+  grpc::Status s = Call(**paced, Request("int8", 6), &slow);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  Print("int8 over 1 Mbit/s", slow);
+  const auto& st = slow.stats();
+  const double link_seconds = 8.0 * st.wire_bytes() / (kMbps * 1e6);
+  EXPECT_GE(st.upload_seconds(), 0.9 * link_seconds);
+  EXPECT_GE(st.first_token_seconds(), link_seconds);
+  EXPECT_GT(st.overlap_seconds(), 0.0);
+  EXPECT_LE(st.overlap_seconds(), st.prefill_seconds() + st.encode_seconds());
+  EXPECT_EQ(slow.text(), fast.text());
+  EXPECT_EQ(st.wire_bytes(), fast.stats().wire_bytes());
+
+  // A deadline shorter than the paced upload ends the call; the nodes keep serving.
+  s = Call(**paced, Request("full", 6), &slow, std::chrono::milliseconds(300));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << s.error_message();
+  EXPECT_TRUE(Call(*prefill_, Request("int4-rans", 2), &fast).ok());
+  (*paced)->Shutdown(std::chrono::seconds(2));
+}
+
 }  // namespace
 }  // namespace kvwire::nodes

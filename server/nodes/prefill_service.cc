@@ -18,6 +18,7 @@
 #include "server/transport/decode_service.h"
 #include "server/transport/frame_receiver.h"
 #include "server/transport/frame_upload.h"
+#include "server/transport/security.h"
 
 namespace kvwire::nodes {
 namespace {
@@ -179,6 +180,11 @@ grpc::ServerUnaryReactor* PrefillNodeService::Generate(grpc::CallbackServerConte
                                                        const kvwire::v1::GenerateRequest* request,
                                                        kvwire::v1::GenerateReply* reply) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (absl::Status auth = transport::CheckBearer(*context, options_.auth_token); !auth.ok()) {
+    if (options_.metrics != nullptr) options_.metrics->CountRequest(auth.code());
+    reactor->Finish(transport::ToGrpcStatus(auth));
+    return reactor;
+  }
   auto job = std::make_unique<Job>(Job{context, request, reply, reactor, Clock::now(), {}});
   if (options_.metrics != nullptr) job->in_flight = options_.metrics->TrackRequest();
   {
@@ -359,13 +365,18 @@ absl::StatusOr<kvwire::v1::GenerateReply> PrefillNodeService::Run(
   if (absl::Status s = alive(); !s.ok()) return s;
   metrics::NodeMetrics::Scoped stream;
   if (node_metrics != nullptr) stream = node_metrics->TrackStream();
+  std::vector<std::pair<std::string, std::string>> metadata = {
+      {metrics::kRequestIdMetadata, trace.request_id}, {transport::kPresetMetadata, trace.preset}};
+  if (!options_.auth_token.empty()) {
+    metadata.emplace_back(transport::kAuthorizationMetadata,
+                          transport::BearerValue(options_.auth_token));
+  }
   auto upload = transport::FrameUpload::Start(
       *decode_stub_, header,
       {.slice_bytes = std::min(options_.slice_bytes, transport::kMaxSliceBytes),
        .deadline = deadline,
        .link_bits_per_second = options_.link_bits_per_second,
-       .metadata = {{metrics::kRequestIdMetadata, trace.request_id},
-                    {transport::kPresetMetadata, trace.preset}}});
+       .metadata = std::move(metadata)});
   if (!upload.ok()) return upload.status();
   bool upload_ended = false;  // the decode node finished the call early (it rejected the upload)
   auto encoder = LayerEncoder::Start(shape, *config, model.fingerprint, positions, cache_ids,

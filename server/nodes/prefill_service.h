@@ -85,6 +85,9 @@ struct PrefillServiceOptions {
   // Emulated link to the decode node (bits per second; 0: none): the upload is paced as an idle
   // link of this rate would deliver it (benchmarks of slow links).
   double link_bits_per_second = 0;
+  // Non-empty: calls must carry this bearer token (UNAUTHENTICATED otherwise), and uploads to the
+  // decode node carry it too (server/transport/security.h).
+  std::string auth_token;
   // Requests worked on at once; more wait in a queue (the engine is CPU- or GPU-bound).
   int workers = 2;
   // Named presets (preset files) requests and `default_codec` may name.

@@ -9,15 +9,18 @@
 namespace kvwire::nodes {
 namespace {
 
-absl::Status BuildAndStart(const std::string& address, std::vector<grpc::Service*> services,
+absl::Status BuildAndStart(const std::string& address, const transport::SecurityOptions& security,
+                           std::vector<grpc::Service*> services,
                            std::unique_ptr<grpc::Server>* server, int* port) {
+  auto credentials = transport::MakeServerCredentials(security);
+  if (!credentials.ok()) return credentials.status();
   grpc::ServerBuilder builder;
   transport::ConfigureServerBuilder(builder);
   // Clients reconnect (and re-resolve DNS) every few minutes, so a prefill pod's round_robin
   // channel over the decode pool's headless Service picks up pods added since it started.
   // Calls in flight when the connection ages out finish on it.
   builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, 5 * 60 * 1000);
-  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), port);
+  builder.AddListeningPort(address, *credentials, port);
   for (grpc::Service* service : services) builder.RegisterService(service);
   *server = builder.BuildAndStart();
   if (*server == nullptr || *port == 0) {
@@ -99,13 +102,14 @@ absl::StatusOr<std::unique_ptr<RunningServer>> StartDecodeNode(const NodeOptions
                                       .consumer = running->consumer_.get(),
                                       .metrics = running->metrics_.get(),
                                       .max_cache_bytes = opts.max_cache_bytes,
+                                      .auth_token = opts.security.auth_token,
                                       .preset_names = std::move(preset_names)});
   std::vector<grpc::Service*> services = {running->decode_service_.get()};
   if (opts.extra_decode_service) {
     running->extra_service_ = opts.extra_decode_service(*running->model_);
     services.push_back(running->extra_service_.get());
   }
-  if (absl::Status s = BuildAndStart(opts.listen_address, services, &running->server_,
+  if (absl::Status s = BuildAndStart(opts.listen_address, opts.security, services, &running->server_,
                                      &running->port_);
       !s.ok()) {
     running->shut_down_ = true;
@@ -126,24 +130,30 @@ absl::StatusOr<std::unique_ptr<RunningServer>> StartPrefillNode(const NodeOption
     running->shut_down_ = true;
     return s;
   }
+  auto upstream = transport::MakeUpstreamCredentials(opts.security);
+  if (!upstream.ok()) {
+    running->shut_down_ = true;
+    return upstream.status();
+  }
   grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(transport::kMaxReceiveMessageBytes);
+  transport::ConfigureUploadChannel(args);
   // Uploads spread over every address the decode name resolves to (a Kubernetes headless
   // Service gives one per ready decode pod); a single address behaves as before.
   args.SetLoadBalancingPolicyName("round_robin");
   running->prefill_service_ = std::make_unique<PrefillNodeService>(PrefillServiceOptions{
       .model = running->model_.get(),
-      .decode_channel = grpc::CreateCustomChannel(opts.decode_address,
-                                                  grpc::InsecureChannelCredentials(), args),
+      .decode_channel = grpc::CreateCustomChannel(opts.decode_address, *upstream, args),
       .default_codec = opts.default_codec,
       .default_timeout = opts.default_timeout,
       .link_bits_per_second = opts.link_mbps * 1e6,
+      .auth_token = opts.security.auth_token,
       .workers = opts.workers,
       .presets = opts.presets,
       .metrics = running->metrics_.get(),
       .shadow_rate = opts.shadow_rate,
       .shadow_seed = opts.shadow_seed});
-  if (absl::Status s = BuildAndStart(opts.listen_address, {running->prefill_service_.get()},
+  if (absl::Status s = BuildAndStart(opts.listen_address, opts.security,
+                                     {running->prefill_service_.get()},
                                      &running->server_, &running->port_);
       !s.ok()) {
     running->shut_down_ = true;

@@ -16,6 +16,7 @@
 #include "server/nodes/presets.h"
 #include "server/shadow/shadow_runner.h"
 #include "server/transport/decode_service.h"
+#include "server/transport/security.h"
 
 namespace kvwire::nodes {
 
@@ -45,6 +46,9 @@ struct NodeOptions {
   // Most bytes of rebuilt caches held at once over all uploads (0: no limit); see
   // transport::DecodeServiceOptions::max_cache_bytes.
   uint64_t max_cache_bytes = 0;
+  // TLS on the serving port and to the decode node, and the bearer token every kvwire call must
+  // carry (decode node: its PromptNode too, through extra_decode_service). Off by default.
+  transport::SecurityOptions security;
   // Prometheus /metrics: -1 serves none, 0 lets the OS choose the port (RunningServer::
   // metrics_port() reports it). `metrics_host` empty: the host of listen_address.
   int metrics_port = -1;

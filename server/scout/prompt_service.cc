@@ -7,6 +7,7 @@
 #include "server/scout/index_coding.h"
 #include "server/scout/token_selection.h"
 #include "server/transport/decode_service.h"
+#include "server/transport/security.h"
 
 namespace kvwire::scout {
 namespace {
@@ -51,6 +52,10 @@ grpc::ServerUnaryReactor* PromptNodeService::Generate(grpc::CallbackServerContex
                                                       const kvwire::v1::TokenUpload* upload,
                                                       kvwire::v1::GenerateReply* reply) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (absl::Status auth = transport::CheckBearer(*context, options_.auth_token); !auth.ok()) {
+    reactor->Finish(transport::ToGrpcStatus(auth));
+    return reactor;
+  }
   const bool posted = queue_.Post([this, context, upload, reply, reactor] {
     absl::StatusOr<kvwire::v1::GenerateReply> result = Handle(*upload, context->deadline());
     if (result.ok()) *reply = *std::move(result);

@@ -22,6 +22,8 @@ struct PromptServiceOptions {
   const nodes::NodeModel* model = nullptr;  // not owned; outlives the service
   int workers = 2;
   int default_max_new_tokens = 128;
+  // Non-empty: calls must carry this bearer token (server/transport/security.h).
+  std::string auth_token;
 };
 
 class PromptNodeService final : public kvwire::v1::PromptNode::CallbackService {

@@ -8,6 +8,9 @@
 
 #include "absl/status/statusor.h"
 #include "grpcpp/grpcpp.h"
+#include "server/metrics/metrics.h"
+#include "server/metrics/metrics_server.h"
+#include "server/transport/security.h"
 #include "server/nodes/model.h"
 #include "server/nodes/presets.h"
 #include "server/scout/scout_service.h"
@@ -22,6 +25,14 @@ struct ScoutNodeOptions {
   nodes::PresetMap presets;
   int workers = 2;
   std::chrono::milliseconds default_timeout{std::chrono::minutes(10)};
+  // Emulated link to the big node in Mbit/s (0: none); see ScoutServiceOptions.
+  double link_mbps = 0;
+  // Prometheus /metrics as the other nodes serve it (role="scout"): -1 none, 0 an OS-chosen
+  // port; `metrics_host` empty: the host of listen_address.
+  int metrics_port = -1;
+  std::string metrics_host;
+  // TLS on the serving port and to the big node, and the bearer token (both directions).
+  transport::SecurityOptions security;
 };
 
 class RunningScout {
@@ -31,6 +42,10 @@ class RunningScout {
   RunningScout& operator=(const RunningScout&) = delete;
 
   int port() const { return port_; }
+  metrics::NodeMetrics& metrics() const { return *metrics_; }
+  // "HOST:PORT" of /metrics, or "" when none is served.
+  std::string metrics_address() const { return metrics_server_ ? metrics_server_->address() : ""; }
+  const std::string& fingerprint() const { return model_->fingerprint; }
   void Shutdown(std::chrono::milliseconds grace = std::chrono::seconds(5));
   void Wait();
 
@@ -38,6 +53,9 @@ class RunningScout {
   friend absl::StatusOr<std::unique_ptr<RunningScout>> StartScoutNode(const ScoutNodeOptions&);
   RunningScout() = default;
 
+  // Declared first: destroyed after the service that updates it.
+  std::unique_ptr<metrics::NodeMetrics> metrics_;
+  std::unique_ptr<metrics::MetricsServer> metrics_server_;
   std::unique_ptr<nodes::NodeModel> model_;
   std::unique_ptr<ScoutNodeService> service_;
   std::unique_ptr<grpc::Server> server_;

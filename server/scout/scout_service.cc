@@ -5,6 +5,8 @@
 #include "server/scout/index_coding.h"
 #include "server/scout/token_selection.h"
 #include "server/transport/decode_service.h"
+#include "server/transport/frame_upload.h"
+#include "server/transport/security.h"
 
 namespace kvwire::scout {
 namespace {
@@ -26,12 +28,32 @@ grpc::ServerUnaryReactor* ScoutNodeService::Generate(grpc::CallbackServerContext
                                                      const kvwire::v1::GenerateRequest* request,
                                                      kvwire::v1::GenerateReply* reply) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  const bool posted = queue_.Post([this, context, request, reply, reactor] {
+  metrics::NodeMetrics* m = options_.metrics;
+  if (absl::Status auth = transport::CheckBearer(*context, options_.auth_token); !auth.ok()) {
+    if (m != nullptr) m->CountRequest(auth.code());
+    reactor->Finish(transport::ToGrpcStatus(auth));
+    return reactor;
+  }
+  auto in_flight = std::make_shared<metrics::NodeMetrics::Scoped>();
+  if (m != nullptr) *in_flight = m->TrackRequest();
+  const bool posted = queue_.Post([this, context, request, reply, reactor, m, in_flight] {
     absl::StatusOr<kvwire::v1::GenerateReply> result = Handle(*request, context->deadline());
+    if (m != nullptr) {
+      m->CountRequest(result.status().code());
+      if (result.ok()) {
+        m->ObserveTimeToFirstToken(result->stats().first_token_seconds());
+        m->AddTokens(result->stats().prompt_tokens(), 0);
+      }
+    }
     if (result.ok()) *reply = *std::move(result);
+    in_flight->Release();
     reactor->Finish(transport::ToGrpcStatus(result.status()));
   });
-  if (!posted) reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "shutting down"));
+  if (!posted) {
+    if (m != nullptr) m->CountRequest(absl::StatusCode::kUnavailable);
+    in_flight->Release();
+    reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "shutting down"));
+  }
   return reactor;
 }
 
@@ -69,13 +91,25 @@ absl::StatusOr<kvwire::v1::GenerateReply> ScoutNodeService::Handle(
   if (rule.method != kvcodec::SelectionMethod::kKeepAll) {
     const int cached = T - 1;
     const std::span<const int32_t> cached_ids(prompt->token_ids.data(), cached);
+    const Clock::time_point prefill_start = Clock::now();
     auto prefill = model.engine->Prefill(
         cached_ids,
         ScoringPrefillOptions(rule, cached, prompt->question_begin, prompt->question_end));
     if (!prefill.ok()) return prefill.status();
+    const Clock::time_point select_start = Clock::now();
+    if (options_.metrics != nullptr) {
+      options_.metrics->ObserveStage(
+          metrics::Stage::kPrefill,
+          std::chrono::duration<double>(select_start - prefill_start).count());
+    }
     auto kept = SelectPositions(rule, *prefill, prompt->question_begin, prompt->question_end,
                                 cached_ids);
     if (!kept.ok()) return kept.status();
+    if (options_.metrics != nullptr) {
+      options_.metrics->ObserveStage(
+          metrics::Stage::kSelection,
+          std::chrono::duration<double>(Clock::now() - select_start).count());
+    }
     auto coded = EncodePositions(*kept, cached);
     if (!coded.ok()) return coded.status();
     upload.set_kept_positions(*std::move(coded));
@@ -87,13 +121,25 @@ absl::StatusOr<kvwire::v1::GenerateReply> ScoutNodeService::Handle(
       std::chrono::duration<double>(Clock::now() - start).count());
 
   grpc::ClientContext call;
+  if (!options_.auth_token.empty()) {
+    call.AddMetadata(transport::kAuthorizationMetadata, transport::BearerValue(options_.auth_token));
+  }
   call.set_deadline(std::min(deadline, std::chrono::system_clock::now() + options_.default_timeout));
   kvwire::v1::GenerateReply reply;
+  // The upload is one message: an emulated link delays it by its whole serialization time.
+  const Clock::time_point upload_start = Clock::now();
+  transport::LinkPacer(options_.link_bits_per_second).Pace(upload.ByteSizeLong());
+  const double upload_seconds = std::chrono::duration<double>(Clock::now() - upload_start).count();
+  if (options_.metrics != nullptr) {
+    options_.metrics->ObserveStage(metrics::Stage::kTransfer, upload_seconds);
+  }
   grpc::Status status = stub_->Generate(&call, upload, &reply);
   if (!status.ok()) return FromGrpc(status);
+  reply.mutable_stats()->set_upload_seconds(upload_seconds);
   // The big node's first-token time starts at its own receipt; add the edge's share.
   kvwire::v1::RequestStats* stats = reply.mutable_stats();
-  stats->set_first_token_seconds(stats->first_token_seconds() + upload.edge_stats().scout_seconds());
+  stats->set_first_token_seconds(stats->first_token_seconds() + upload.edge_stats().scout_seconds() +
+                                 upload_seconds);
   return reply;
 }
 

@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "proto/kvwire.grpc.pb.h"
 #include "server/nodes/model.h"
+#include "server/metrics/metrics.h"
 #include "server/nodes/presets.h"
 #include "server/scout/work_queue.h"
 
@@ -28,6 +29,14 @@ struct ScoutServiceOptions {
   nodes::PresetMap presets;
   std::chrono::milliseconds default_timeout{std::chrono::minutes(10)};
   int workers = 2;
+  // Emulated link to the big node (bits per second; 0: none): the TokenUpload is held back for
+  // its serialized size / rate before it is sent (transport::LinkPacer), for benchmarks.
+  double link_bits_per_second = 0;
+  // Not owned; may be null. Calls by code, requests in flight, the scout's prefill and
+  // selection stages, the upload as "transfer", time to first token and prompt tokens.
+  metrics::NodeMetrics* metrics = nullptr;
+  // Non-empty: calls must carry this bearer token, and calls to the big node carry it too.
+  std::string auth_token;
 };
 
 class ScoutNodeService final : public kvwire::v1::ScoutNode::CallbackService {
