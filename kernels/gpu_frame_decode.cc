@@ -9,9 +9,8 @@
 // reported before any defect later in the frame. Here the word streams are decoded after the
 // parse stops (at the end, or at the first defect), and the first failing stream, which lies
 // before that point, is reported ahead of the defect: the same error either way.
-#include <xxhash.h>
-
 #include <algorithm>
+#include <cstring>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -287,10 +286,8 @@ absl::Status ParseRecords(std::span<const uint8_t> frame, size_t pos, const kvco
         kvcodec::CheckChunkPrefix(seq, body_len, static_cast<int>(chunk_hashes->size()), info, limits));
     const size_t total = kvcodec::kChunkPrefix + body_len + 8;
     if (in.size() < total) return Truncated(chunk_hashes->size(), info.num_chunks);
-    const uint64_t hash = XXH3_64bits_withSeed(in.data(), kvcodec::kChunkPrefix + body_len, header_hash);
-    if (hash != LoadU64(in.data() + kvcodec::kChunkPrefix + body_len)) {
-      return absl::DataLossError(absl::StrCat("chunk ", seq, " checksum mismatch"));
-    }
+    uint64_t hash = 0;
+    KVC_RETURN_IF_ERROR(kvcodec::CheckChunkHash(in.first(total), seq, header_hash, &hash));
     KVW_RETURN_IF_ERROR(parser.ParseChunk(static_cast<int>(seq), in.subspan(kvcodec::kChunkPrefix, body_len)));
     chunk_hashes->push_back(hash);
     pos += total;

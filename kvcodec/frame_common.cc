@@ -124,6 +124,15 @@ absl::Status CheckChunkPrefix(uint32_t seq, uint32_t body_len, int received,
   return absl::OkStatus();
 }
 
+absl::Status CheckChunkHash(std::span<const uint8_t> chunk, uint32_t seq, uint64_t header_hash,
+                            uint64_t* hash) {
+  *hash = XXH3_64bits_withSeed(chunk.data(), chunk.size() - 8, header_hash);
+  if (*hash != LoadU64(chunk.data() + chunk.size() - 8)) {
+    return absl::DataLossError(absl::StrCat("chunk ", seq, " checksum mismatch"));
+  }
+  return absl::OkStatus();
+}
+
 void StartChunk(ByteWriter& w, int seq) {
   w.Bytes(kChunkMagic);
   w.U32(static_cast<uint32_t>(seq));

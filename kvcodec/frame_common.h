@@ -49,6 +49,10 @@ absl::Status ReadSelection(ByteReader& r, const CacheShape& shape,
 absl::Status CheckChunkPrefix(uint32_t seq, uint32_t body_len, int received,
                               const FrameInfo& info, const DecodeLimits& limits);
 
+// Checks the hash that ends a whole chunk record (prefix, body, hash) and returns it in *hash.
+absl::Status CheckChunkHash(std::span<const uint8_t> chunk, uint32_t seq, uint64_t header_hash,
+                            uint64_t* hash);
+
 // A chunk record (FORMAT.md, Chunk) in `chunk`: StartChunk writes its prefix, the body follows,
 // then FinishChunk fills in the body length, appends the chunk's hash and returns the hash.
 void StartChunk(ByteWriter& w, int seq);

@@ -159,11 +159,8 @@ absl::Status FrameDecoder::Impl::ParseChunk(std::span<const uint8_t> in, size_t*
   KVC_RETURN_IF_ERROR(CheckChunkPrefix(seq, body_len, static_cast<int>(chunk_hashes.size()), info, limits));
   const size_t total = kChunkPrefix + body_len + 8;
   if (in.size() < total) return absl::OkStatus();
-  const uint64_t hash = XXH3_64bits_withSeed(in.data(), kChunkPrefix + body_len, header_hash);
-  ByteReader tail(in.subspan(kChunkPrefix + body_len, 8));
-  uint64_t stored = 0;
-  KVC_RETURN_IF_ERROR(tail.U64(&stored, "chunk hash"));
-  if (hash != stored) return absl::DataLossError(absl::StrCat("chunk ", seq, " checksum mismatch"));
+  uint64_t hash = 0;
+  KVC_RETURN_IF_ERROR(CheckChunkHash(in.first(total), seq, header_hash, &hash));
   KVC_RETURN_IF_ERROR(DecodeChunkBody(static_cast<int>(seq), in.subspan(kChunkPrefix, body_len)));
   chunk_hashes.push_back(hash);
   *used = total;
