@@ -84,7 +84,8 @@ test('Prometheus scrapes running nodes; every dashboard and rule expression retu
     const decode = node('decode', []);
     const decodeAddr = (await decode.waitFor(/listening on (127\.0\.0\.1:\d+)/, 60000))[1];
     const decodeMetrics = (await decode.waitFor(/metrics on http:\/\/(127\.0\.0\.1:\d+)\/metrics/, 10000))[1];
-    const prefill = node('prefill', ['--decode', decodeAddr, '--codec', 'int4-rans']);
+    // Every request gets a shadow pass, so the fidelity panels and rules have data.
+    const prefill = node('prefill', ['--decode', decodeAddr, '--codec', 'int4-rans', '--shadow-rate', '1']);
     const prefillAddr = (await prefill.waitFor(/listening on (127\.0\.0\.1:\d+)/, 60000))[1];
     const prefillMetrics = (await prefill.waitFor(/metrics on http:\/\/(127\.0\.0\.1:\d+)\/metrics/, 10000))[1];
 
@@ -134,6 +135,13 @@ test('Prometheus scrapes running nodes; every dashboard and rule expression retu
       await sleep(2500);
     }
 
+    // The shadow passes run after the replies; wait until Prometheus has seen them all.
+    for (let deadline = Date.now() + 30000; ; await sleep(300)) {
+      const done = await promQuery(base, 'sum(kvwire_shadow_passes_total{role="decode",outcome="done"})');
+      if (done.length === 1 && Number(done[0].value[1]) === 2 * presets.length) break;
+      assert.ok(Date.now() < deadline, `shadow passes not all done: ${JSON.stringify(done)}`);
+    }
+
     // The live scrapes pass promtool's lint.
     await scrapeAndLint(prefillMetrics);
     await scrapeAndLint(decodeMetrics);
@@ -180,6 +188,14 @@ test('Prometheus scrapes running nodes; every dashboard and rule expression retu
     assert.deepEqual(perPreset.map((s) => s.metric.preset).sort(), [...presets].sort());
     assert.ok(await one('sum(kvwire_generated_tokens_total{job="kvwire-decode"})') > 0);
     assert.equal(await one('sum(kvwire_streams_in_flight)'), 0);
+    // Shadow passes: one per request, none dropped or failed; the lossless preset reproduces
+    // the full cache exactly (agreement 1, KL 0, no reconstruction error).
+    assert.equal(await one('sum(kvwire_shadow_sampled_total{role="prefill"})'), 2 * presets.length);
+    assert.equal(await one('sum(kvwire_shadow_passes_total{role="decode",outcome=~"dropped|failed"})'), 0);
+    assert.equal(await one('sum(kvwire_shadow_agreement_sum{preset="full"}) / sum(kvwire_shadow_agreement_count{preset="full"})'), 1);
+    assert.equal(await one('sum(kvwire_shadow_kl_divergence_sum{preset="full"})'), 0);
+    assert.equal(await one('sum(kvwire_shadow_reconstruction_error_sum{preset="full"})'), 0);
+    assert.equal(await one('sum(kvwire_shadow_queue_length)'), 0);
     assert.equal(await one('sum(kvwire_caches_held_bytes)'), 0);
 
     // Structured logs: one JSON line per event; each request's id appears on both nodes.
