@@ -1,5 +1,5 @@
-// Pieces of the frame format (docs/FORMAT.md) shared by the encoder and the decoder.
-// Internal to kvcodec.
+// Pieces of the frame format (docs/FORMAT.md) shared by the encoder and the decoder, and by
+// the GPU frame encoder and decoder in kernels/. Internal to kvcodec (not its public API).
 #pragma once
 
 #include <cstdint>
