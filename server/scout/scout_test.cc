@@ -14,6 +14,7 @@
 #include "server/scout/prompt_service.h"
 #include "server/scout/scout_server.h"
 #include "server/scout/token_selection.h"
+#include "server/metrics/testing/scrape.h"
 #include "server/transport/decode_service.h"
 
 namespace kvwire::scout {
@@ -280,6 +281,47 @@ TEST_F(ScoutTest, PromptNodeRejectsBadUploads) {
   bad = good;
   bad.set_selection_config("select=nonsense");
   expect_invalid(bad, "bad selection config");
+}
+
+// The scout node serves /metrics like the other roles (role="scout"): calls by code, stages,
+// time to first token; an emulated link delays its token upload by size / rate.
+TEST_F(ScoutTest, ScoutNodeServesMetricsAndPacesItsUpload) {
+  constexpr double kMbps = 0.01;  // 10 kbit/s: a few hundred bytes take a fraction of a second
+  auto scout = StartScoutNode({.model = {.model_dir = (*root_ / "small").string(), .threads = 1},
+                               .prompt_address = "127.0.0.1:" + std::to_string(prompt_port_),
+                               .workers = 1,
+                               .link_mbps = kMbps,
+                               .metrics_port = 0});
+  ASSERT_TRUE(scout.ok()) << scout.status();
+  kvwire::v1::GenerateReply reply;
+  ASSERT_TRUE(Call((*scout)->port(), Request("scout-q2c25"), &reply).ok());
+  EXPECT_GE(reply.stats().upload_seconds(), 0.9 * 8.0 * reply.stats().wire_bytes() / (kMbps * 1e6));
+  EXPECT_GE(reply.stats().first_token_seconds(), reply.stats().upload_seconds());
+  EXPECT_EQ(Call((*scout)->port(), Request("no-such-preset"), &reply).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  const std::string address = (*scout)->metrics_address();
+  ASSERT_FALSE(address.empty());
+  const int port = std::stoi(address.substr(address.rfind(':') + 1));
+  auto text = metrics::testing::HttpGet("127.0.0.1", port, "/metrics");
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_TRUE(metrics::testing::PromtoolCheckMetrics(*text).ok())
+      << metrics::testing::PromtoolCheckMetrics(*text);
+  auto samples = metrics::testing::ParseSamples(*text);
+  auto sample = [&](const std::string& key) {
+    auto it = samples.find(key);
+    return it == samples.end() ? -1.0 : it->second;
+  };
+  EXPECT_EQ(sample(R"(kvwire_requests_total{code="OK",role="scout"})"), 1);
+  EXPECT_EQ(sample(R"(kvwire_requests_total{code="INVALID_ARGUMENT",role="scout"})"), 1);
+  EXPECT_EQ(sample(R"(kvwire_requests_in_flight{role="scout"})"), 0);
+  for (const char* stage : {"prefill", "selection", "transfer"}) {
+    EXPECT_EQ(sample(std::string(R"(kvwire_stage_duration_seconds_count{role="scout",stage=")") +
+                     stage + "\"}"),
+              1)
+        << stage;
+  }
+  EXPECT_EQ(sample(R"(kvwire_time_to_first_token_seconds_count{role="scout"})"), 1);
+  (*scout)->Shutdown(std::chrono::seconds(2));
 }
 
 }  // namespace
