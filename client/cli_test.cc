@@ -236,7 +236,8 @@ TEST(CliTest, ServeGenerateHealthShutdown) {
 // A prefill node killed (SIGKILL) while its upload is in flight: the client gets UNAVAILABLE,
 // the decode node logs the upload as cancelled, generates nothing and stays healthy. The decode
 // node reads its options from a --config file; the prefill node's --link-mbps keeps the upload
-// slow enough to be cut.
+// slow enough to be cut. Both nodes require a bearer token (--auth-token-file): a client without
+// it is UNAUTHENTICATED, health checks need none.
 TEST(CliTest, PrefillKilledMidStreamDecodeGeneratesNothing) {
   const std::string kvwire = KVWIRE_BINARY;
   std::string tmpl = (std::filesystem::temp_directory_path() / "cli_test_XXXXXX").string();
@@ -250,8 +251,11 @@ TEST(CliTest, PrefillKilledMidStreamDecodeGeneratesNothing) {
   if (HasFatalFailure()) return;
   const std::string model = (root / "model").string();
   const std::string config = (root / "decode.toml").string();
+  const std::string token = (root / "token").string();
+  std::ofstream(token) << "  let-me-in\n";
   std::ofstream(config) << "model = \"" << model << "\"\nlisten = \"127.0.0.1:0\"\nthreads = 1\n"
-                        << "max-cache-mib = 64\nmax-new-tokens = 4\n";
+                        << "max-cache-mib = 64\nmax-new-tokens = 4\nauth-token-file = \"" << token
+                        << "\"\n";
   {
     const std::string bad = (root / "bad.toml").string();
     std::ofstream(bad) << "model = \"" << model << "\"\nno-such-option = 3\n";
@@ -263,12 +267,19 @@ TEST(CliTest, PrefillKilledMidStreamDecodeGeneratesNothing) {
   const std::string decode_addr = ListenAddress(decode.FirstLine(In(60)), "decode");
   ASSERT_FALSE(decode_addr.empty()) << decode.out() << decode.err();
   Child prefill({kvwire, "serve", "prefill", "--listen", "127.0.0.1:0", "--model", model,
-                 "--threads", "1", "--decode", decode_addr, "--link-mbps", "0.1"});
+                 "--threads", "1", "--decode", decode_addr, "--link-mbps", "0.1",
+                 "--auth-token-file", token});
   const std::string prefill_addr = ListenAddress(prefill.FirstLine(In(60)), "prefill");
   ASSERT_FALSE(prefill_addr.empty()) << prefill.out() << prefill.err();
 
+  {
+    Child anonymous({kvwire, "generate", "--prefill", prefill_addr, "--context", "some context",
+                     "--preset", "full", "--timeout", "30"});
+    EXPECT_EQ(anonymous.Wait(In(60)), 1) << anonymous.out() << anonymous.err();
+    EXPECT_THAT(anonymous.err(), HasSubstr("UNAUTHENTICATED"));
+  }
   // ~150 tokens, float32 "full": ~150 KB, 12 s at 0.1 Mbit/s.
-  Child gen({kvwire, "generate", "--prefill", prefill_addr, "--context",
+  Child gen({kvwire, "generate", "--prefill", prefill_addr, "--token-file", token, "--context",
              "The keeper's daughter rowed out to the reef and brought back nine sailors. The town "
              "named the new pier after her, and children race boats there every spring.",
              "--question", "Who rowed out?", "--preset", "full", "--timeout", "60"});
