@@ -368,5 +368,42 @@ TEST_F(NodesTest, LayersStreamWhilePrefillRunsOverAPacedLink) {
   (*paced)->Shutdown(std::chrono::seconds(2));
 }
 
+// TLS and a bearer token wired through both nodes: the decode node serves TLS (the test
+// certificate of server/transport/testdata) and requires the token; the prefill node verifies it
+// with the CA and sends the token. Without the token the prefill node's clients are refused.
+TEST_F(NodesTest, TlsAndTokenBetweenTheNodes) {
+  const std::filesystem::path testdata =
+      std::filesystem::path(__FILE__).parent_path().parent_path() / "transport" / "testdata";
+  const std::string cert = (testdata / "test_cert.pem").string();
+  const std::string key = (testdata / "test_key.pem").string();
+  const std::string model = (*root_ / "a").string();
+  auto decode = StartDecodeNode({.model = {.model_dir = model, .threads = 1},
+                                 .security = {.tls_cert_file = cert,
+                                              .tls_key_file = key,
+                                              .auth_token = "tok"}});
+  ASSERT_TRUE(decode.ok()) << decode.status();
+  auto prefill = StartPrefillNode({.model = {.model_dir = model, .threads = 1},
+                                   .decode_address = "127.0.0.1:" + std::to_string((*decode)->port()),
+                                   .security = {.upstream_ca_file = cert, .auth_token = "tok"}});
+  ASSERT_TRUE(prefill.ok()) << prefill.status();
+  kvwire::v1::GenerateReply reply;
+  grpc::Status s = Call(**prefill, Request("int4-rans", 3), &reply);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED) << s.error_message();
+  auto stub = kvwire::v1::PrefillNode::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string((*prefill)->port()), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  context.AddMetadata("authorization", "Bearer tok");
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  s = stub->Generate(&context, Request("int4-rans", 3), &reply);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  EXPECT_GT(reply.stats().wire_bytes(), 0u);
+  // A prefill node that does not trust the decode node's certificate cannot upload.
+  auto untrusting = StartPrefillNode({.model = {.model_dir = model, .threads = 1},
+                                      .decode_address = "127.0.0.1:" + std::to_string((*decode)->port())});
+  ASSERT_TRUE(untrusting.ok());
+  EXPECT_EQ(Call(**untrusting, Request("int4-rans", 3), &reply).error_code(),
+            grpc::StatusCode::UNAVAILABLE);
+}
+
 }  // namespace
 }  // namespace kvwire::nodes
