@@ -23,6 +23,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "server/modelio/random_checkpoint.h"
+#include "server/metrics/testing/scrape.h"
 #include "server/nodes/testing/tiny_model.h"
 
 namespace kvwire {
@@ -84,12 +85,12 @@ class Child {
     return nl == std::string::npos ? "" : out_text_.substr(0, nl);
   }
 
-  // Reads until stderr contains `needle` or `deadline`; whether it does.
+  // Reads until stderr (stdout) contains `needle` or `deadline`; whether it does.
   bool WaitForErr(const std::string& needle, Clock::time_point deadline) {
-    while (err_text_.find(needle) == std::string::npos && Clock::now() < deadline) {
-      if (!Pump(deadline)) break;
-    }
-    return err_text_.find(needle) != std::string::npos;
+    return WaitFor(err_text_, needle, deadline);
+  }
+  bool WaitForOut(const std::string& needle, Clock::time_point deadline) {
+    return WaitFor(out_text_, needle, deadline);
   }
 
   // Drains the pipes and waits for exit until `deadline`. The exit code, or -1 on timeout or a
@@ -112,6 +113,13 @@ class Child {
   }
 
  private:
+  bool WaitFor(const std::string& text, const std::string& needle, Clock::time_point deadline) {
+    while (text.find(needle) == std::string::npos && Clock::now() < deadline) {
+      if (!Pump(deadline)) break;
+    }
+    return text.find(needle) != std::string::npos;
+  }
+
   // One poll round; false when both pipes are closed.
   bool Pump(Clock::time_point deadline) {
     pollfd fds[2] = {{out_, POLLIN, 0}, {err_, POLLIN, 0}};
@@ -283,13 +291,40 @@ TEST(CliTest, PrefillKilledMidStreamDecodeGeneratesNothing) {
              "The keeper's daughter rowed out to the reef and brought back nine sailors. The town "
              "named the new pier after her, and children race boats there every spring.",
              "--question", "Who rowed out?", "--preset", "full", "--timeout", "60"});
-  std::this_thread::sleep_for(std::chrono::seconds(3));
+  // Kill the prefill node once the decode node has the upload open (its streams gauge).
+  ASSERT_TRUE(decode.WaitForOut("/metrics\n", In(30))) << decode.out();
+  const std::smatch port = [&] {
+    std::smatch m;
+    std::regex_search(decode.out(), m, std::regex("metrics on http://127\\.0\\.0\\.1:([0-9]+)/metrics"));
+    return m;
+  }();
+  ASSERT_EQ(port.size(), 2u) << decode.out();
+  const int metrics_port = std::stoi(port[1].str());
+  bool streaming = false;
+  for (const Clock::time_point end = In(30); !streaming && Clock::now() < end;) {
+    auto text = kvwire::metrics::testing::HttpGet("127.0.0.1", metrics_port, "/metrics");
+    streaming = text.ok() &&
+                kvwire::metrics::testing::ParseSamples(*text)["kvwire_streams_in_flight{role=\"decode\"}"] == 1;
+    if (!streaming) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(streaming) << "the upload never reached the decode node";
   ASSERT_EQ(kill(prefill.pid(), SIGKILL), 0);
   EXPECT_EQ(gen.Wait(In(30)), 1) << gen.out() << gen.err();
   EXPECT_THAT(gen.err(), HasSubstr("UNAVAILABLE"));
   EXPECT_TRUE(decode.WaitForErr("\"code\":\"CANCELLED\"", In(20))) << decode.err();
   EXPECT_THAT(decode.err(), HasSubstr("upload_done"));
   EXPECT_THAT(decode.err(), ::testing::Not(HasSubstr("\"code\":\"OK\"")));
+  {
+    // Nothing of the cut upload is held any more.
+    auto text = kvwire::metrics::testing::HttpGet("127.0.0.1", metrics_port, "/metrics");
+    ASSERT_TRUE(text.ok()) << text.status();
+    auto samples = kvwire::metrics::testing::ParseSamples(*text);
+    EXPECT_EQ(samples.at("kvwire_streams_in_flight{role=\"decode\"}"), 0);
+    EXPECT_EQ(samples.at("kvwire_caches_held{role=\"decode\"}"), 0);
+    EXPECT_EQ(samples.at("kvwire_caches_held_bytes{role=\"decode\"}"), 0);
+    EXPECT_EQ(samples.at("kvwire_requests_total{code=\"CANCELLED\",role=\"decode\"}"), 1);
+    EXPECT_EQ(samples.at("kvwire_generated_tokens_total{role=\"decode\"}"), 0);
+  }
   Child health({kvwire, "health", "--target", decode_addr, "--timeout", "10"});
   EXPECT_EQ(health.Wait(In(30)), 0) << health.err();
   ASSERT_EQ(kill(decode.pid(), SIGTERM), 0);
