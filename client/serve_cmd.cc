@@ -84,8 +84,9 @@ CLI::App* AddServeCommand(CLI::App& app, ServeOptions& opts) {
   add_common(decode, "127.0.0.1:50051");
   decode->add_option("--shadow-tokens", opts.shadow_tokens, "Generated tokens a shadow pass decodes again with the full cache, for the requests the prefill node sampled (--shadow-rate); 0: no shadow passes")->capture_default_str()->check(CLI::Range(0, 4096));
   decode->add_option("--max-cache-mib", opts.max_cache_mib,
-                     "Most MiB of rebuilt KV caches held at once over all requests; uploads beyond "
-                     "it fail with RESOURCE_EXHAUSTED (0: no limit)")
+                     "Most MiB of KV caches held at once over all requests (cache uploads and the "
+                     "scout/text paths' prefills); requests beyond it fail with RESOURCE_EXHAUSTED "
+                     "(0: no limit)")
       ->capture_default_str();
   decode->callback([&opts, decode] {
     if (!opts.config_file.empty()) ApplyConfigFile(decode, opts.config_file);
@@ -235,18 +236,20 @@ int RunServe(const ServeOptions& opts) {
     }
     node.security.auth_token = *token;
   }
-  node.max_cache_bytes = opts.max_cache_mib << 20;
+  // One budget for the decode node's uploads and its PromptNode's prefills.
+  node.cache_budget = std::make_shared<kvwire::transport::CacheBudget>(opts.max_cache_mib << 20);
   node.presets = *std::move(presets);
   node.shadow_rate = opts.shadow_rate;
   node.shadow.tokens = opts.shadow_tokens;
   if (opts.role == "scout") return RunScout(opts, node, stop_signals);
-  node.extra_decode_service = [&opts, token = node.security.auth_token](
-                                  const kvwire::nodes::NodeModel& model) {
+  node.extra_decode_service = [&opts, token = node.security.auth_token,
+                               budget = node.cache_budget](const kvwire::nodes::NodeModel& model) {
     return std::make_unique<kvwire::scout::PromptNodeService>(kvwire::scout::PromptServiceOptions{
         .model = &model,
         .workers = opts.workers,
         .default_max_new_tokens = opts.max_new_tokens,
-        .auth_token = token});
+        .auth_token = token,
+        .cache_budget = budget});
   };
   auto server = opts.role == "prefill" ? kvwire::nodes::StartPrefillNode(node)
                                        : kvwire::nodes::StartDecodeNode(node);

@@ -102,6 +102,7 @@ absl::StatusOr<std::unique_ptr<RunningServer>> StartDecodeNode(const NodeOptions
                                       .consumer = running->consumer_.get(),
                                       .metrics = running->metrics_.get(),
                                       .max_cache_bytes = opts.max_cache_bytes,
+                                      .cache_budget = opts.cache_budget,
                                       .auth_token = opts.security.auth_token,
                                       .preset_names = std::move(preset_names)});
   std::vector<grpc::Service*> services = {running->decode_service_.get()};

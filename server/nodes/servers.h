@@ -44,8 +44,10 @@ struct NodeOptions {
   // the node's own.
   shadow::ShadowOptions shadow;
   // Most bytes of rebuilt caches held at once over all uploads (0: no limit); see
-  // transport::DecodeServiceOptions::max_cache_bytes.
+  // transport::DecodeServiceOptions::max_cache_bytes. Or a budget the caller shares with the
+  // extra services (the PromptNode), which then replaces max_cache_bytes.
   uint64_t max_cache_bytes = 0;
+  std::shared_ptr<transport::CacheBudget> cache_budget;
   // TLS on the serving port and to the decode node, and the bearer token every kvwire call must
   // carry (decode node: its PromptNode too, through extra_decode_service). Off by default.
   transport::SecurityOptions security;

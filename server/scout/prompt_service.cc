@@ -99,6 +99,17 @@ absl::StatusOr<kvwire::v1::GenerateReply> PromptNodeService::Handle(
     return absl::DeadlineExceededError("deadline passed before the prefill");
   }
 
+  const modelio::ModelConfig& mc = model.engine->config();
+  const uint64_t cache_bytes = 2ull * static_cast<uint64_t>(mc.num_hidden_layers) *
+                               static_cast<uint64_t>(mc.num_key_value_heads) *
+                               static_cast<uint64_t>(mc.head_dim) * static_cast<uint64_t>(cached) *
+                               kvcodec::DTypeSize(model.engine->cache_dtype());
+  transport::CacheReservation reservation;
+  if (absl::Status s = transport::CacheReservation::Make(options_.cache_budget.get(), cache_bytes,
+                                                         &reservation);
+      !s.ok()) {
+    return s;
+  }
   const std::span<const int32_t> cached_ids(ids->data(), cached);
   engine::PrefillOptions prefill_options;
   if (rule) {

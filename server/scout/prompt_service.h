@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "proto/kvwire.grpc.pb.h"
 #include "server/nodes/model.h"
+#include "server/transport/cache_budget.h"
 #include "server/scout/work_queue.h"
 
 namespace kvwire::scout {
@@ -24,6 +25,10 @@ struct PromptServiceOptions {
   int default_max_new_tokens = 128;
   // Non-empty: calls must carry this bearer token (server/transport/security.h).
   std::string auth_token;
+  // The node's cache budget, shared with its DecodeNode service (may be null: no limit). Each
+  // request reserves its full cache (every element in the engine's dtype) before the prefill;
+  // beyond the limit it fails with RESOURCE_EXHAUSTED.
+  std::shared_ptr<transport::CacheBudget> cache_budget;
 };
 
 class PromptNodeService final : public kvwire::v1::PromptNode::CallbackService {

@@ -324,5 +324,25 @@ TEST_F(ScoutTest, ScoutNodeServesMetricsAndPacesItsUpload) {
   (*scout)->Shutdown(std::chrono::seconds(2));
 }
 
+// The PromptNode shares the node's cache budget: a prefill that would exceed it fails with
+// RESOURCE_EXHAUSTED before the model runs, and a finished request gives its share back.
+TEST_F(ScoutTest, PromptNodeHonoursTheCacheBudget) {
+  kvwire::v1::TokenUpload upload;
+  upload.set_token_ids(*EncodeTokenIds(PromptIds()));
+  upload.mutable_options()->set_max_new_tokens(2);
+  const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(30);
+  auto tight = std::make_shared<transport::CacheBudget>(1000);
+  PromptNodeService small_budget({.model = big_, .workers = 1, .cache_budget = tight});
+  auto refused = small_budget.Handle(upload, deadline);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted) << refused.status();
+  EXPECT_THAT(refused.status().message(), HasSubstr("memory limit"));
+  auto roomy = std::make_shared<transport::CacheBudget>(64 << 20);
+  ASSERT_TRUE(roomy->Reserve(1).ok());  // another request holds a byte
+  PromptNodeService enough({.model = big_, .workers = 1, .cache_budget = roomy});
+  auto served = enough.Handle(upload, deadline);
+  EXPECT_TRUE(served.ok()) << served.status();
+  EXPECT_EQ(roomy->reserved(), 1u);
+}
+
 }  // namespace
 }  // namespace kvwire::scout

@@ -119,10 +119,7 @@ class DecodeNodeService::Reactor final : public grpc::ServerReadReactor<kvwire::
     }
   }
 
-  void OnDone() override {
-    if (reserved_ > 0) service_->Unreserve(reserved_);
-    delete this;
-  }
+  void OnDone() override { delete this; }
 
  private:
   // Bounded metric labels: known preset names, else "custom".
@@ -157,7 +154,10 @@ class DecodeNodeService::Reactor final : public grpc::ServerReadReactor<kvwire::
       // The frame header is verified: reserve the whole rebuilt cache before any layer is.
       const kvcodec::CacheShape& shape = receiver_->info()->shape;
       const uint64_t need = std::max<uint64_t>(1, shape.num_elements() * kvcodec::DTypeSize(shape.dtype));
-      if (absl::Status r = service_->Reserve(need); !r.ok()) return Fail(r);
+      if (absl::Status r = CacheReservation::Make(service_->budget_.get(), need, &reservation_);
+          !r.ok()) {
+        return Fail(r);
+      }
       reserved_ = need;
     }
     for (kvcodec::DecodedLayer& layer : receiver_->TakeLayers()) {
@@ -260,7 +260,7 @@ class DecodeNodeService::Reactor final : public grpc::ServerReadReactor<kvwire::
     if (metrics_ != nullptr) metrics_->CountRequest(code);
     stream_.Release();
     hold_.reset();
-    if (reserved_ > 0) service_->Unreserve(std::exchange(reserved_, 0));
+    reservation_.Reset();
     fields["role"] = "decode";
     fields["request_id"] = request_id_;
     fields["preset"] = preset_;
@@ -285,37 +285,21 @@ class DecodeNodeService::Reactor final : public grpc::ServerReadReactor<kvwire::
   metrics::NodeMetrics::Scoped stream_;
   std::optional<metrics::NodeMetrics::CacheHold> hold_;
   uint64_t held_bytes_ = 0;
-  uint64_t reserved_ = 0;  // of the service's cache budget; returned in OnDone
+  uint64_t reserved_ = 0;           // bytes reserved once the frame header arrived
+  CacheReservation reservation_;    // returned when the call is done
 };
 
-DecodeNodeService::DecodeNodeService(DecodeServiceOptions options) : options_(std::move(options)) {}
+DecodeNodeService::DecodeNodeService(DecodeServiceOptions options)
+    : options_(std::move(options)),
+      budget_(options_.cache_budget ? options_.cache_budget
+                                    : std::make_shared<CacheBudget>(options_.max_cache_bytes)) {}
 
 DecodeNodeService::~DecodeNodeService() {
   std::unique_lock<std::mutex> lock(mu_);
   idle_.wait(lock, [this] { return running_consumers_ == 0; });
 }
 
-absl::Status DecodeNodeService::Reserve(uint64_t bytes) {
-  std::lock_guard<std::mutex> lock(mu_);
-  const uint64_t limit = options_.max_cache_bytes;
-  if (limit > 0 && (bytes > limit || reserved_bytes_ > limit - bytes)) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "decode node cache memory limit: this upload needs ", bytes, " bytes, ", reserved_bytes_,
-        " of ", limit, " are held by other requests; retry later or on another node"));
-  }
-  reserved_bytes_ += bytes;
-  return absl::OkStatus();
-}
-
-void DecodeNodeService::Unreserve(uint64_t bytes) {
-  std::lock_guard<std::mutex> lock(mu_);
-  reserved_bytes_ -= std::min(bytes, reserved_bytes_);
-}
-
-uint64_t DecodeNodeService::reserved_cache_bytes() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return reserved_bytes_;
-}
+uint64_t DecodeNodeService::reserved_cache_bytes() const { return budget_->reserved(); }
 
 void DecodeNodeService::ConsumerStarted() {
   std::lock_guard<std::mutex> lock(mu_);

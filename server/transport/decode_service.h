@@ -30,6 +30,7 @@
 #include "proto/kvwire.grpc.pb.h"
 #include "proto/kvwire.pb.h"
 #include "server/metrics/metrics.h"
+#include "server/transport/cache_budget.h"
 #include "server/transport/frame_receiver.h"
 
 namespace kvwire::transport {
@@ -65,6 +66,9 @@ struct DecodeServiceOptions {
   // upload that would exceed the limit fails with RESOURCE_EXHAUSTED before any layer is
   // rebuilt, so many concurrent requests cannot push the node into an out-of-memory kill.
   uint64_t max_cache_bytes = 0;
+  // A budget shared with other services of the node (the PromptNode); when set it replaces
+  // max_cache_bytes.
+  std::shared_ptr<CacheBudget> cache_budget;
   // Non-empty: uploads must carry "authorization: Bearer <auth_token>" (server/transport/
   // security.h), else UNAUTHENTICATED before anything is read.
   std::string auth_token;
@@ -114,15 +118,12 @@ class DecodeNodeService final : public kvwire::v1::DecodeNode::CallbackService {
   class Reactor;
   void ConsumerStarted();
   void ConsumerDone();
-  // Reserves `bytes` of the cache budget; ResourceExhausted when the limit would be exceeded.
-  absl::Status Reserve(uint64_t bytes);
-  void Unreserve(uint64_t bytes);
 
   const DecodeServiceOptions options_;
   mutable std::mutex mu_;
   std::condition_variable idle_;
   int running_consumers_ = 0;
-  uint64_t reserved_bytes_ = 0;  // guarded by mu_
+  std::shared_ptr<CacheBudget> budget_;
 };
 
 // Client side: uploads `frame` to a DecodeNode as `header` followed by slices of at most
