@@ -2,6 +2,13 @@
 // encodes the KV cache with kvcodec, streams the frame to a DecodeNode and relays its reply
 // with the prefill-side statistics added.
 //
+// Streaming: the upload opens before the model runs; as the engine finishes each layer
+// (engine::PrefillOptions::on_layer) a LayerEncoder selects and encodes it on its own thread and
+// every frame chunk is sent as soon as its layers are encoded (transport::FrameUpload), so
+// prefill, encoding, transfer and the decode node's rebuild overlap. RequestStats.upload_seconds
+// and overlap_seconds (also in the "request_done" log line) say how much. With chunked prefill a
+// layer is final only during the prompt's last chunk, which bounds the overlap.
+//
 // Token contract with the decode node: see engine_consumer.h (the cache covers the prompt's
 // first T-1 tokens; the last token travels in UploadHeader.suffix_token_ids).
 //
@@ -16,7 +23,8 @@
 // tokens after the common prefix with the rendering of all messages but the last (the whole
 // prompt if there is one message). The span (clipped to the cache's T-1 tokens) is protected.
 //
-// Status codes: INVALID_ARGUMENT for an unknown preset or bad codec config text, both messages
+// Status codes: UNAUTHENTICATED without the node's bearer token (when it has one);
+// INVALID_ARGUMENT for an unknown preset or bad codec config text, both messages
 // and context/question set, an empty prompt, a prompt of fewer than 2 tokens or with no room to
 // generate (T >= max_position_embeddings), invalid UTF-8, a Q2C request without a question
 // span, bad generation options; DEADLINE_EXCEEDED when the client's deadline passes; whatever
