@@ -437,7 +437,7 @@ TEST(MeasureShadowTest, InconsistentInputsAreInvalidArgument) {
   bad.layers.pop_back();
   expect_invalid(bad, 4);
   bad = good;
-  bad.layers[0].keys[0].resize(3);
+  bad.layers[0].keys[0].erase(bad.layers[0].keys[0].begin() + 3, bad.layers[0].keys[0].end());
   expect_invalid(bad, 4);
   bad = good;
   bad.prompt_tokens = 4;
