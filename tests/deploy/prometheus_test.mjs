@@ -44,6 +44,18 @@ test('promtool rejects a broken rule file (the check can fail)', () => {
   }
 });
 
+// Waits until the decode node's own /metrics counts `n` finished shadow passes.
+async function waitShadowDone(metricsAddress, n) {
+  for (let deadline = Date.now() + 60000; ; await sleep(250)) {
+    // A refused or reset scrape counts as "not yet": the exposer is a small thread pool.
+    const body = (await httpGet(`http://${metricsAddress}/metrics`).catch(() => ({ body: '' }))).body;
+    let done = 0;
+    for (const m of body.matchAll(/^kvwire_shadow_passes_total\{[^}]*outcome="done"[^}]*\} (\S+)$/gm)) done += Number(m[1]);
+    if (done >= n) return;
+    assert.ok(Date.now() < deadline, `shadow passes done: ${done}, expected ${n}`);
+  }
+}
+
 async function promQuery(base, expr) {
   const r = await httpGet(`${base}/api/v1/query?query=${encodeURIComponent(expr)}`);
   const body = JSON.parse(r.body);
@@ -129,6 +141,9 @@ test('Prometheus scrapes running nodes; every dashboard and rule expression retu
           '--question', 'Who rowed out?', '--preset', preset, '--max-new-tokens', '3',
           '--request-id', id, '--timeout', '60', '--json']);
         assert.equal(gen.status, 0, `generate --preset ${preset}: ${gen.stderr}`);
+        // One shadow pass at a time: on a loaded machine (CI runs tests in parallel) a burst
+        // overflows the decode node's bounded queue, which then drops passes by design.
+        await waitShadowDone(decodeMetrics, ids.length);
       }
       const bad = run(KVWIRE, ['generate', '--prefill', prefillAddr, '--context', 'x y', '--preset', 'nosuch', '--timeout', '30']);
       assert.equal(bad.status, 1, bad.stderr);
