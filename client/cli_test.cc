@@ -33,9 +33,26 @@ using json = nlohmann::json;
 using ::testing::HasSubstr;
 using Clock = std::chrono::steady_clock;
 
-void WriteModel(const std::filesystem::path& dir) {
-  ASSERT_TRUE(nodes::testing::WriteTinyModel(dir, nodes::testing::TinyConfig(2)).ok());
-}
+// A temporary directory holding the tiny model, removed with the object.
+class TinyModelDir {
+ public:
+  TinyModelDir() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "cli_test_XXXXXX").string();
+    if (mkdtemp(tmpl.data()) == nullptr) return;
+    root_ = tmpl;
+    ok_ = nodes::testing::WriteTinyModel(root_ / "model", nodes::testing::TinyConfig(2)).ok();
+  }
+  ~TinyModelDir() {
+    if (!root_.empty()) std::filesystem::remove_all(root_);
+  }
+  bool ok() const { return ok_; }
+  std::string model() const { return (root_ / "model").string(); }
+  const std::filesystem::path& root() const { return root_; }
+
+ private:
+  std::filesystem::path root_;
+  bool ok_ = false;
+};
 
 // A child process with its stdout and stderr on pipes. Killed (SIGKILL) and reaped on
 // destruction if still running.
@@ -160,16 +177,9 @@ Clock::time_point In(int seconds) { return Clock::now() + std::chrono::seconds(s
 
 TEST(CliTest, ServeGenerateHealthShutdown) {
   const std::string kvwire = KVWIRE_BINARY;
-  std::string tmpl = (std::filesystem::temp_directory_path() / "cli_test_XXXXXX").string();
-  ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
-  const std::filesystem::path root(tmpl);
-  struct Cleanup {
-    std::filesystem::path p;
-    ~Cleanup() { std::filesystem::remove_all(p); }
-  } cleanup{root};
-  WriteModel(root / "model");
-  if (HasFatalFailure()) return;
-  const std::string model = (root / "model").string();
+  const TinyModelDir dir;
+  ASSERT_TRUE(dir.ok());
+  const std::string model = dir.model();
 
   Child decode({kvwire, "serve", "decode", "--listen", "127.0.0.1:0", "--model", model,
                 "--threads", "1", "--max-new-tokens", "8"});
@@ -248,24 +258,17 @@ TEST(CliTest, ServeGenerateHealthShutdown) {
 // it is UNAUTHENTICATED, health checks need none.
 TEST(CliTest, PrefillKilledMidStreamDecodeGeneratesNothing) {
   const std::string kvwire = KVWIRE_BINARY;
-  std::string tmpl = (std::filesystem::temp_directory_path() / "cli_test_XXXXXX").string();
-  ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
-  const std::filesystem::path root(tmpl);
-  struct Cleanup {
-    std::filesystem::path p;
-    ~Cleanup() { std::filesystem::remove_all(p); }
-  } cleanup{root};
-  WriteModel(root / "model");
-  if (HasFatalFailure()) return;
-  const std::string model = (root / "model").string();
-  const std::string config = (root / "decode.toml").string();
-  const std::string token = (root / "token").string();
+  const TinyModelDir dir;
+  ASSERT_TRUE(dir.ok());
+  const std::string model = dir.model();
+  const std::string config = (dir.root() / "decode.toml").string();
+  const std::string token = (dir.root() / "token").string();
   std::ofstream(token) << "  let-me-in\n";
   std::ofstream(config) << "model = \"" << model << "\"\nlisten = \"127.0.0.1:0\"\nthreads = 1\n"
                         << "max-cache-mib = 64\nmax-new-tokens = 4\nauth-token-file = \"" << token
                         << "\"\n";
   {
-    const std::string bad = (root / "bad.toml").string();
+    const std::string bad = (dir.root() / "bad.toml").string();
     std::ofstream(bad) << "model = \"" << model << "\"\nno-such-option = 3\n";
     Child serve({kvwire, "serve", "decode", "--config", bad});
     EXPECT_EQ(serve.Wait(In(30)), 2) << serve.err();
@@ -378,15 +381,8 @@ TEST(CliTest, ServeBadModelDirFails) {
 }
 
 TEST(CliTest, ServePortInUseFails) {
-  std::string tmpl = (std::filesystem::temp_directory_path() / "cli_test_XXXXXX").string();
-  ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
-  const std::filesystem::path root(tmpl);
-  struct Cleanup {
-    std::filesystem::path p;
-    ~Cleanup() { std::filesystem::remove_all(p); }
-  } cleanup{root};
-  WriteModel(root / "model");
-  if (HasFatalFailure()) return;
+  const TinyModelDir dir;
+  ASSERT_TRUE(dir.ok());
   // A listener without SO_REUSEPORT holds the port, so gRPC cannot share it.
   const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   ASSERT_GE(fd, 0);
@@ -404,7 +400,7 @@ TEST(CliTest, ServePortInUseFails) {
   ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
   const std::string address = "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
   Child serve({KVWIRE_BINARY, "serve", "decode", "--listen", address, "--model",
-               (root / "model").string(), "--threads", "1"});
+               dir.model(), "--threads", "1"});
   ASSERT_TRUE(serve.started());
   EXPECT_EQ(serve.Wait(In(60)), 1) << "stdout: " << serve.out() << "\nstderr: " << serve.err();
   EXPECT_THAT(serve.err(), HasSubstr("cannot listen"));
@@ -416,16 +412,9 @@ TEST(CliTest, ServePortInUseFails) {
 // scout answer UNAVAILABLE, never hang.
 TEST(CliTest, ServeScoutTextAndScoutPaths) {
   const std::string kvwire = KVWIRE_BINARY;
-  std::string tmpl = (std::filesystem::temp_directory_path() / "cli_scout_XXXXXX").string();
-  ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
-  const std::filesystem::path root(tmpl);
-  struct Cleanup {
-    std::filesystem::path p;
-    ~Cleanup() { std::filesystem::remove_all(p); }
-  } cleanup{root};
-  WriteModel(root / "model");
-  if (HasFatalFailure()) return;
-  const std::string model = (root / "model").string();
+  const TinyModelDir dir;
+  ASSERT_TRUE(dir.ok());
+  const std::string model = dir.model();
 
   Child decode({kvwire, "serve", "decode", "--listen", "127.0.0.1:0", "--model", model,
                 "--threads", "1", "--max-new-tokens", "6"});
