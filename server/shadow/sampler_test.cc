@@ -1,4 +1,5 @@
 #include "server/shadow/sampler.h"
+#include "server/shadow/testing/binomial.h"
 
 #include <cmath>
 #include <limits>
@@ -8,22 +9,7 @@
 namespace kvwire::shadow {
 namespace {
 
-// Smallest k with P(X <= k) >= tail and largest k with P(X >= k) >= tail, X ~ Binomial(n, p):
-// the two-sided acceptance interval at level 2 * tail.
-std::pair<int, int> BinomialBounds(int n, double p, double tail) {
-  std::vector<double> pmf(n + 1);
-  for (int k = 0; k <= n; ++k) {
-    pmf[k] = std::exp(std::lgamma(n + 1.0) - std::lgamma(k + 1.0) - std::lgamma(n - k + 1.0) +
-                      k * std::log(p) + (n - k) * std::log1p(-p));
-  }
-  int lo = 0;
-  for (double c = pmf[0]; c < tail; c += pmf[++lo]) {
-  }
-  int hi = n;
-  for (double c = pmf[n]; c < tail; c += pmf[--hi]) {
-  }
-  return {lo, hi};
-}
+using ::kvwire::shadow::testing::BinomialBounds;
 
 TEST(RequestSamplerTest, BinomialBoundsAreTheTextbookOnes) {
   // n = 200, p = 0.25: mean 50, sd 6.1; the 1e-6 tails sit about 4.9 sd out.

@@ -26,6 +26,7 @@
 #include "server/nodes/servers.h"
 #include "server/nodes/testing/tiny_model.h"
 #include "server/shadow/shadow_pass.h"
+#include "server/shadow/testing/binomial.h"
 #include "server/shadow/shadow_runner.h"
 #include "server/transport/decode_service.h"
 
@@ -319,21 +320,7 @@ class RecordingDecodeNode final : public kvwire::v1::DecodeNode::Service {
   std::vector<kvwire::v1::UploadHeader> headers_;
 };
 
-// Two-sided acceptance interval of Binomial(n, p) with at most `tail` in each tail.
-std::pair<int, int> BinomialBounds(int n, double p, double tail) {
-  std::vector<double> pmf(n + 1);
-  for (int k = 0; k <= n; ++k) {
-    pmf[k] = std::exp(std::lgamma(n + 1.0) - std::lgamma(k + 1.0) - std::lgamma(n - k + 1.0) +
-                      k * std::log(p) + (n - k) * std::log1p(-p));
-  }
-  int lo = 0;
-  for (double c = pmf[0]; c < tail; c += pmf[++lo]) {
-  }
-  int hi = n;
-  for (double c = pmf[n]; c < tail; c += pmf[--hi]) {
-  }
-  return {lo, hi};
-}
+using ::kvwire::shadow::testing::BinomialBounds;
 
 TEST(ShadowSamplingTest, PrefillNodeSamplesAtItsRateAndSendsThePromptIds) {
   TempDir dir;
