@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <functional>
 #include <map>
 #include <set>
 
@@ -386,46 +387,33 @@ std::string SeedTable(const EvalSummary& summary, std::string_view title) {
     grid[{c.label.row, c.label.column}] = &c;
   }
   if (!rows.empty()) {
-    out += absl::StrCat("Quality: ", std::string(QualityName(summary.quality)),
-                        summary.quality == Quality::kTaskScore && relative ? " (% of full)" : "",
-                        "\n\n| Method | ", absl::StrJoin(cols, " | "), " |\n|---|");
-    for (size_t i = 0; i < cols.size(); ++i) out += "---|";
-    out += "\n";
-    for (const std::string& r : rows) {
-      out += absl::StrCat("| ", r, " |");
-      for (const std::string& c : cols) {
-        auto it = grid.find({r, c});
-        out += absl::StrCat(" ", it == grid.end() ? "-" : cell(*it->second), " |");
-      }
-      out += "\n";
-    }
-    if (HasOverlap(summary)) {
-      out += absl::StrCat("\nSelection overlap with the model's own global choice\n\n| Method | ",
-                          absl::StrJoin(cols, " | "), " |\n|---|");
+    // One pivot table: `heading`, then a Method row per grid row; `value` gives a cell's text
+    // ("-" where a configuration has none).
+    auto table = [&](const std::string& heading,
+                     const std::function<std::string(const ConfigSummary&)>& value) {
+      out += absl::StrCat(heading, "\n\n| Method | ", absl::StrJoin(cols, " | "), " |\n|---|");
       for (size_t i = 0; i < cols.size(); ++i) out += "---|";
       out += "\n";
       for (const std::string& r : rows) {
         out += absl::StrCat("| ", r, " |");
         for (const std::string& c : cols) {
           auto it = grid.find({r, c});
-          const bool has = it != grid.end() && std::isfinite(it->second->selection_overlap);
-          out += absl::StrCat(" ", has ? F(100 * it->second->selection_overlap, 1) + "%" : "-", " |");
+          out += absl::StrCat(" ", it == grid.end() ? "-" : value(*it->second), " |");
         }
         out += "\n";
       }
+    };
+    table(absl::StrCat("Quality: ", std::string(QualityName(summary.quality)),
+                       summary.quality == Quality::kTaskScore && relative ? " (% of full)" : ""),
+          cell);
+    if (HasOverlap(summary)) {
+      table("\nSelection overlap with the model's own global choice", [](const ConfigSummary& c) {
+        return std::isfinite(c.selection_overlap) ? F(100 * c.selection_overlap, 1) + "%"
+                                                  : std::string("-");
+      });
     }
-    out += absl::StrCat("\nBandwidth (% of the full cache at 16 bits)\n\n| Method | ",
-                        absl::StrJoin(cols, " | "), " |\n|---|");
-    for (size_t i = 0; i < cols.size(); ++i) out += "---|";
-    out += "\n";
-    for (const std::string& r : rows) {
-      out += absl::StrCat("| ", r, " |");
-      for (const std::string& c : cols) {
-        auto it = grid.find({r, c});
-        out += absl::StrCat(" ", it == grid.end() ? "-" : F(100 * it->second->bandwidth_fraction, 1), " |");
-      }
-      out += "\n";
-    }
+    table("\nBandwidth (% of the full cache at 16 bits)",
+          [](const ConfigSummary& c) { return F(100 * c.bandwidth_fraction, 1); });
     out += "\n";
   }
   if (!unpivoted.empty()) {
