@@ -113,6 +113,9 @@ absl::StatusOr<GenerateResult> Generate(DecodeSession& session, std::span<const 
       return result;
     }
     if (i + 1 == options.max_new_tokens) break;  // the last token needs no forward pass
+    if (options.interrupt) {
+      if (absl::Status s = options.interrupt(); !s.ok()) return s;
+    }
     auto next = session.Step(*token);
     if (!next.ok()) return next.status();
     logits = *std::move(next);

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "server/engine/engine.h"
 
@@ -44,6 +45,9 @@ struct GenerateOptions {
   // Text of each new token (e.g. tokenizer::StreamingDecoder::Push); needed for stop strings
   // and for GenerateResult::text. May be empty when neither is wanted.
   std::function<std::string(int32_t)> detokenize;
+  // Asked before every forward pass; a non-OK status (the caller went away, its deadline passed)
+  // ends generation at once and Generate returns that status. Unset: never interrupted.
+  std::function<absl::Status()> interrupt;
 };
 
 struct GenerateResult {
@@ -53,7 +57,8 @@ struct GenerateResult {
 };
 
 // Samples the first token from `prompt_logits` (the prefill's last logits), then steps the
-// session until a stop condition. InvalidArgument for bad options.
+// session until a stop condition. InvalidArgument for bad options; `options.interrupt`'s status
+// when it stops the loop.
 absl::StatusOr<GenerateResult> Generate(DecodeSession& session, std::span<const float> prompt_logits,
                                         const GenerateOptions& options);
 

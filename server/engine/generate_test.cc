@@ -157,5 +157,33 @@ TEST_F(EngineFixture, StopsOnEosStopStringAndLength) {
   EXPECT_FALSE(Generate(**session3, prefill->last_logits, {.stop_strings = {"x"}}).ok());  // no detokenizer
 }
 
+TEST_F(EngineFixture, InterruptEndsGenerationWithItsStatusAndNoMoreSteps) {
+  auto prefill = engine_->Prefill(prompt_);
+  ASSERT_TRUE(prefill.ok());
+  auto session = DecodeSession::FromPrefill(*engine_, *prefill);
+  ASSERT_TRUE(session.ok());
+  const int64_t start = (*session)->position();
+  int asked = 0;
+  GenerateOptions options{.max_new_tokens = 50};
+  options.interrupt = [&asked]() -> absl::Status {
+    return ++asked > 3 ? absl::CancelledError("client went away") : absl::OkStatus();
+  };
+  auto result = Generate(**session, prefill->last_logits, options);
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(result.status().message(), "client went away");
+  EXPECT_EQ(asked, 4);
+  EXPECT_EQ((*session)->position() - start, 3);  // three forward passes, none after the interrupt
+
+  // An interrupt that never fires changes nothing.
+  auto plain_session = DecodeSession::FromPrefill(*engine_, *prefill);
+  auto asked_session = DecodeSession::FromPrefill(*engine_, *prefill);
+  auto plain = Generate(**plain_session, prefill->last_logits, {.max_new_tokens = 6});
+  GenerateOptions never{.max_new_tokens = 6};
+  never.interrupt = [] { return absl::OkStatus(); };
+  auto with_check = Generate(**asked_session, prefill->last_logits, never);
+  ASSERT_TRUE(plain.ok() && with_check.ok());
+  EXPECT_EQ(plain->tokens, with_check->tokens);
+}
+
 }  // namespace
 }  // namespace kvwire::engine

@@ -66,7 +66,7 @@ EngineConsumer::EngineConsumer(const NodeModel& model, EngineConsumerOptions opt
 
 absl::StatusOr<kvwire::v1::GenerateReply> EngineConsumer::Consume(
     const kvcodec::FrameInfo& info, std::vector<kvcodec::DecodedLayer> layers,
-    const kvwire::v1::UploadHeader& header) {
+    const kvwire::v1::UploadHeader& header, const transport::Interrupt& interrupt) {
   const Clock::time_point start = Clock::now();
   auto options = ToGenerateOptions(header.options(), options_.default_max_new_tokens);
   if (!options.ok()) return options.status();
@@ -100,6 +100,7 @@ absl::StatusOr<kvwire::v1::GenerateReply> EngineConsumer::Consume(
 
   std::vector<float> logits;
   for (int32_t id : header.suffix_token_ids()) {
+    if (absl::Status s = interrupt(); !s.ok()) return s;
     auto step = (*session)->Step(id);
     if (!step.ok()) return step.status();
     logits = *std::move(step);
@@ -109,6 +110,7 @@ absl::StatusOr<kvwire::v1::GenerateReply> EngineConsumer::Consume(
   const int64_t room = max_positions - (*session)->position();
   options->max_new_tokens = static_cast<int>(std::min<int64_t>(options->max_new_tokens, room));
   options->eos_ids = model_.eos_ids;
+  options->interrupt = interrupt;
 
   tokenizer::StreamingDecoder decoder(*model_.tokenizer, /*skip_special=*/true);
   std::optional<Clock::time_point> first_token;

@@ -64,9 +64,13 @@ class EngineConsumer final : public transport::CacheConsumer {
   // tokens after generation has finished; Submit() never waits (a full queue drops the pass), so
   // the reply is complete and returned without any shadow work on this thread. A shadow pass's
   // problems never change the reply.
+  //
+  // `interrupt` is asked before every forward pass (suffix tokens and generated ones); its
+  // non-OK status is returned at once and nothing is submitted for shadowing.
   absl::StatusOr<kvwire::v1::GenerateReply> Consume(const kvcodec::FrameInfo& info,
                                                     std::vector<kvcodec::DecodedLayer> layers,
-                                                    const kvwire::v1::UploadHeader& header) override;
+                                                    const kvwire::v1::UploadHeader& header,
+                                                    const transport::Interrupt& interrupt) override;
 
  private:
   void SubmitShadow(const kvcodec::FrameInfo& info, std::vector<kvcodec::DecodedLayer> layers,

@@ -57,7 +57,7 @@ grpc::ServerUnaryReactor* PromptNodeService::Generate(grpc::CallbackServerContex
     return reactor;
   }
   const bool posted = queue_.Post([this, context, upload, reply, reactor] {
-    absl::StatusOr<kvwire::v1::GenerateReply> result = Handle(*upload, context->deadline());
+    absl::StatusOr<kvwire::v1::GenerateReply> result = Handle(*upload, transport::CallInterrupt(context));
     if (result.ok()) *reply = *std::move(result);
     reactor->Finish(transport::ToGrpcStatus(result.status()));
   });
@@ -66,7 +66,7 @@ grpc::ServerUnaryReactor* PromptNodeService::Generate(grpc::CallbackServerContex
 }
 
 absl::StatusOr<kvwire::v1::GenerateReply> PromptNodeService::Handle(
-    const kvwire::v1::TokenUpload& upload, std::chrono::system_clock::time_point deadline) const {
+    const kvwire::v1::TokenUpload& upload, const transport::Interrupt& interrupt) const {
   const Clock::time_point start = Clock::now();
   const nodes::NodeModel& model = *options_.model;
   const int64_t max_positions = model.engine->config().max_position_embeddings;
@@ -95,9 +95,7 @@ absl::StatusOr<kvwire::v1::GenerateReply> PromptNodeService::Handle(
     if (!parsed.ok()) return parsed.status();
     rule = parsed->selection;
   }
-  if (std::chrono::system_clock::now() > deadline) {
-    return absl::DeadlineExceededError("deadline passed before the prefill");
-  }
+  if (absl::Status s = interrupt(); !s.ok()) return s;
 
   const modelio::ModelConfig& mc = model.engine->config();
   const uint64_t cache_bytes = 2ull * static_cast<uint64_t>(mc.num_hidden_layers) *
@@ -136,9 +134,7 @@ absl::StatusOr<kvwire::v1::GenerateReply> PromptNodeService::Handle(
   const uint64_t full_elements = prefill->shape.num_elements();
   prefill->keys.clear();
   prefill->values.clear();
-  if (std::chrono::system_clock::now() > deadline) {
-    return absl::DeadlineExceededError("deadline passed during the prefill");
-  }
+  if (absl::Status s = interrupt(); !s.ok()) return s;
 
   kvwire::v1::UploadHeader header;
   header.set_request_id(upload.request_id());
@@ -146,7 +142,7 @@ absl::StatusOr<kvwire::v1::GenerateReply> PromptNodeService::Handle(
   header.set_prompt_tokens(cached);
   header.add_suffix_token_ids((*ids)[cached]);
   nodes::EngineConsumer consumer(model, {.default_max_new_tokens = options_.default_max_new_tokens});
-  auto reply = consumer.Consume(info, std::move(layers), header);
+  auto reply = consumer.Consume(info, std::move(layers), header, interrupt);
   if (!reply.ok()) return reply.status();
 
   kvwire::v1::RequestStats* stats = reply->mutable_stats();

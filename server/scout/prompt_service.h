@@ -15,6 +15,7 @@
 #include "proto/kvwire.grpc.pb.h"
 #include "server/nodes/model.h"
 #include "server/transport/cache_budget.h"
+#include "server/transport/decode_service.h"
 #include "server/scout/work_queue.h"
 
 namespace kvwire::scout {
@@ -39,10 +40,10 @@ class PromptNodeService final : public kvwire::v1::PromptNode::CallbackService {
                                      const kvwire::v1::TokenUpload* upload,
                                      kvwire::v1::GenerateReply* reply) override;
 
-  // The whole request, synchronously. DeadlineExceeded when `deadline` passes before the work.
-  absl::StatusOr<kvwire::v1::GenerateReply> Handle(
-      const kvwire::v1::TokenUpload& upload,
-      std::chrono::system_clock::time_point deadline) const;
+  // The whole request, synchronously. `interrupt` (a call's transport::CallInterrupt) is asked
+  // before the prefill, after it and before every decode step; its status ends the request.
+  absl::StatusOr<kvwire::v1::GenerateReply> Handle(const kvwire::v1::TokenUpload& upload,
+                                                   const transport::Interrupt& interrupt) const;
 
  private:
   const PromptServiceOptions options_;

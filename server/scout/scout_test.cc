@@ -330,18 +330,35 @@ TEST_F(ScoutTest, PromptNodeHonoursTheCacheBudget) {
   kvwire::v1::TokenUpload upload;
   upload.set_token_ids(*EncodeTokenIds(PromptIds()));
   upload.mutable_options()->set_max_new_tokens(2);
-  const auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(30);
+  const transport::Interrupt never = [] { return absl::OkStatus(); };
   auto tight = std::make_shared<transport::CacheBudget>(1000);
   PromptNodeService small_budget({.model = big_, .workers = 1, .cache_budget = tight});
-  auto refused = small_budget.Handle(upload, deadline);
+  auto refused = small_budget.Handle(upload, never);
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted) << refused.status();
   EXPECT_THAT(refused.status().message(), HasSubstr("memory limit"));
   auto roomy = std::make_shared<transport::CacheBudget>(64 << 20);
   ASSERT_TRUE(roomy->Reserve(1).ok());  // another request holds a byte
   PromptNodeService enough({.model = big_, .workers = 1, .cache_budget = roomy});
-  auto served = enough.Handle(upload, deadline);
+  auto served = enough.Handle(upload, never);
   EXPECT_TRUE(served.ok()) << served.status();
   EXPECT_EQ(roomy->reserved(), 1u);
+}
+
+// A client that goes away mid-generation stops the work within a decode step, and the
+// request's share of the cache budget comes back.
+TEST_F(ScoutTest, PromptNodeStopsGeneratingWhenInterrupted) {
+  kvwire::v1::TokenUpload upload;
+  upload.set_token_ids(*EncodeTokenIds(PromptIds()));
+  upload.mutable_options()->set_max_new_tokens(40);
+  auto budget = std::make_shared<transport::CacheBudget>(64 << 20);
+  PromptNodeService service({.model = big_, .workers = 1, .cache_budget = budget});
+  int asked = 0;
+  auto stopped = service.Handle(upload, [&asked]() -> absl::Status {
+    return ++asked > 4 ? absl::CancelledError("client went away") : absl::OkStatus();
+  });
+  EXPECT_EQ(stopped.status().code(), absl::StatusCode::kCancelled) << stopped.status();
+  EXPECT_EQ(asked, 5);  // before and after the prefill, the suffix token, one decode step, then stop
+  EXPECT_EQ(budget->reserved(), 0u);
 }
 
 }  // namespace

@@ -215,7 +215,8 @@ class DecodeNodeService::Reactor final : public grpc::ServerReadReactor<kvwire::
     } else {
       const Clock::time_point decode_start = Clock::now();
       absl::StatusOr<kvwire::v1::GenerateReply> result =
-          service->options_.consumer->Consume(info, std::move(layers_), *header_);
+          service->options_.consumer->Consume(info, std::move(layers_), *header_,
+                                              CallInterrupt(context_));
       decode_seconds = SecondsSince(decode_start);
       if (metrics_ != nullptr) metrics_->ObserveStage(metrics::Stage::kDecode, decode_seconds);
       if (result.ok()) {
@@ -288,6 +289,20 @@ class DecodeNodeService::Reactor final : public grpc::ServerReadReactor<kvwire::
   uint64_t reserved_ = 0;           // bytes reserved once the frame header arrived
   CacheReservation reservation_;    // returned when the call is done
 };
+
+Interrupt CallInterrupt(const grpc::ServerContextBase* context) {
+  return [context]() -> absl::Status {
+    // A passed deadline is checked first: gRPC also marks such a call cancelled, and the
+    // deadline is the more useful reason to log.
+    if (std::chrono::system_clock::now() > context->deadline()) {
+      return absl::DeadlineExceededError("the call's deadline passed");
+    }
+    if (context->IsCancelled()) {
+      return absl::CancelledError("the client cancelled the call or went away");
+    }
+    return absl::OkStatus();
+  };
+}
 
 DecodeNodeService::DecodeNodeService(DecodeServiceOptions options)
     : options_(std::move(options)),

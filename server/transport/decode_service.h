@@ -16,6 +16,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <span>
 #include <set>
@@ -40,14 +41,24 @@ namespace kvwire::transport {
 // encoded with, for the decode node's per-preset byte counters.
 inline constexpr char kPresetMetadata[] = "x-kvwire-preset";
 
+// Asked by long-running work between steps: OK to go on, otherwise the status to stop with.
+using Interrupt = std::function<absl::Status()>;
+
+// The interrupt of a server call: CANCELLED once the client cancelled or went away,
+// DEADLINE_EXCEEDED once the call's deadline has passed. `context` must outlive its use.
+Interrupt CallInterrupt(const grpc::ServerContextBase* context);
+
 // Consumes a fully received and verified frame. Implementations may block (generation); they
 // run on a thread of their own. Called at most once per upload, and never for a bad upload.
+// `interrupt` (never null) turns non-OK when the caller no longer waits for the reply; a
+// consumer asks it between units of work (decode steps) and returns its status, so a cancelled
+// request stops using the node's CPU and cache memory within one step.
 class CacheConsumer {
  public:
   virtual ~CacheConsumer() = default;
   virtual absl::StatusOr<kvwire::v1::GenerateReply> Consume(
       const kvcodec::FrameInfo& info, std::vector<kvcodec::DecodedLayer> layers,
-      const kvwire::v1::UploadHeader& header) = 0;
+      const kvwire::v1::UploadHeader& header, const Interrupt& interrupt) = 0;
 };
 
 struct DecodeServiceOptions {

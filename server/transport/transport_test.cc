@@ -1,5 +1,6 @@
 // DecodeNode service end to end: a real gRPC server on 127.0.0.1 (OS-chosen port) in process,
 // frames encoded from synthetic caches, uploaded with SendFrame.
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -50,15 +51,26 @@ std::chrono::system_clock::time_point In(std::chrono::milliseconds ms) {
   return std::chrono::system_clock::now() + ms;
 }
 
-// Records what it is given; optionally sleeps to simulate generation.
+// Records what it is given; optionally works for `delay` to simulate generation, in 5 ms steps
+// that ask the interrupt in between, as the engine's decode loop does.
 class RecordingConsumer : public CacheConsumer {
  public:
   explicit RecordingConsumer(std::chrono::milliseconds delay = {}) : delay_(delay) {}
 
   absl::StatusOr<GenerateReply> Consume(const kvcodec::FrameInfo& info,
                                         std::vector<kvcodec::DecodedLayer> layers,
-                                        const UploadHeader& header) override {
-    if (delay_.count() > 0) std::this_thread::sleep_for(delay_);
+                                        const UploadHeader& header,
+                                        const Interrupt& interrupt) override {
+    ++started_;
+    const auto until = std::chrono::steady_clock::now() + delay_;
+    while (std::chrono::steady_clock::now() < until) {
+      if (absl::Status s = interrupt(); !s.ok()) {
+        std::lock_guard<std::mutex> lock(mu_);
+        interrupted_.push_back(s);
+        return s;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
     std::lock_guard<std::mutex> lock(mu_);
     ++calls_;
     last_info_ = info;
@@ -77,6 +89,12 @@ class RecordingConsumer : public CacheConsumer {
     std::lock_guard<std::mutex> lock(mu_);
     return last_layers_;
   }
+  int started() const { return started_.load(); }
+  // The statuses that stopped work early, one per interrupted call.
+  std::vector<absl::Status> interrupted() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return interrupted_;
+  }
 
  private:
   const std::chrono::milliseconds delay_;
@@ -84,6 +102,8 @@ class RecordingConsumer : public CacheConsumer {
   int calls_ = 0;
   kvcodec::FrameInfo last_info_;
   std::vector<kvcodec::DecodedLayer> last_layers_;
+  std::vector<absl::Status> interrupted_;
+  std::atomic<int> started_{0};
 };
 
 // A DecodeNode on 127.0.0.1:<free port> and a stub connected to it.
@@ -328,6 +348,60 @@ TEST(DecodeServiceTest, DeadlineShorterThanTheWorkIsDeadlineExceeded) {
                              In(std::chrono::milliseconds(200)), nullptr);
   EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded) << s;
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(700));
+}
+
+// The work itself stops once the deadline passes or the sender cancels, not only the reply:
+// the consumer sees the interrupt within a step and the cache memory is returned.
+TEST(DecodeServiceTest, DeadlineOrCancelDuringGenerationStopsTheConsumer) {
+  RecordingConsumer consumer(std::chrono::seconds(30));
+  const uint64_t cache_bytes = Shape().num_elements() * 2;
+  TestServer server({.model_fingerprint = kModel, .consumer = &consumer,
+                     .max_cache_bytes = 4 * cache_bytes});
+  const std::vector<uint8_t> frame = Encode(kvcodec::MakeSyntheticCache(Shape(), 9), "plan=*:int8");
+  auto wait_for_interrupts = [&](size_t n) {
+    for (int i = 0; i < 400 && consumer.interrupted().size() < n; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return consumer.interrupted();
+  };
+
+  absl::Status late = SendFrame(server.stub(), Header("late"), frame, 4096,
+                                In(std::chrono::milliseconds(300)), nullptr);
+  EXPECT_EQ(late.code(), absl::StatusCode::kDeadlineExceeded) << late;
+  std::vector<absl::Status> seen = wait_for_interrupts(1);
+  ASSERT_EQ(seen.size(), 1u);
+  // gRPC may report the passed deadline as a cancellation first; either way the work stopped.
+  EXPECT_TRUE(seen[0].code() == absl::StatusCode::kDeadlineExceeded ||
+              seen[0].code() == absl::StatusCode::kCancelled)
+      << seen[0];
+
+  grpc::ClientContext context;
+  context.set_deadline(In(std::chrono::seconds(60)));
+  GenerateReply reply;
+  auto writer = server.stub().Generate(&context, &reply);
+  CacheUpload message;
+  *message.mutable_header() = Header("abandoned");
+  ASSERT_TRUE(writer->Write(message));
+  for (size_t at = 0; at < frame.size(); at += 4096) {
+    message.mutable_chunk()->set_frame_bytes(frame.data() + at, std::min<size_t>(4096, frame.size() - at));
+    ASSERT_TRUE(writer->Write(message));
+  }
+  writer->WritesDone();
+  // Cancel once generation has begun.
+  for (int i = 0; i < 400 && consumer.started() < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(consumer.started(), 2);
+  context.TryCancel();
+  EXPECT_EQ(writer->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  seen = wait_for_interrupts(2);
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[1].code(), absl::StatusCode::kCancelled) << seen[1];
+  for (int i = 0; i < 200 && server.service().reserved_cache_bytes() != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(server.service().reserved_cache_bytes(), 0u);
+  EXPECT_EQ(consumer.calls(), 0);
 }
 
 // Six uploads at once against a budget of two and a half caches: the ones over the budget fail
