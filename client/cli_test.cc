@@ -232,6 +232,13 @@ TEST(CliTest, ServeGenerateHealthShutdown) {
     EXPECT_THAT(gen.err(), HasSubstr("INVALID_ARGUMENT"));
   }
   {
+    // Regression: invalid UTF-8 reached the wire and the server dropped the call with no message.
+    Child gen({kvwire, "generate", "--prefill", prefill_addr, "--context", "caf\xC3",
+               "--question", "ok?", "--timeout", "30"});
+    EXPECT_EQ(gen.Wait(In(30)), 2) << "stdout: " << gen.out() << "\nstderr: " << gen.err();
+    EXPECT_THAT(gen.err(), HasSubstr("--context is not valid UTF-8 (first bad byte at offset 3)"));
+  }
+  {
     Child gen({kvwire, "generate", "--prefill", prefill_addr, "--context", "x", "--bogus-flag"});
     EXPECT_EQ(gen.Wait(In(30)), 2) << "stdout: " << gen.out() << "\nstderr: " << gen.err();
   }

@@ -6,13 +6,17 @@
 #include <iostream>
 #include <sstream>
 #include <string>
+#include <utility>
+#include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 #include "nlohmann/json.hpp"
 #include "proto/kvwire.grpc.pb.h"
 #include "proto/kvwire.pb.h"
 #include "server/transport/decode_service.h"
+#include "server/tokenizer/utf8.h"
 #include "server/transport/security.h"
 
 namespace kvwire::cli {
@@ -129,6 +133,31 @@ grpc::Status CallGenerate(const GenerateOptions& opts, const kvwire::v1::Generat
   return kvwire::v1::PrefillNode::NewStub(channel)->Generate(&context, request, reply);
 }
 
+namespace {
+
+// proto3 strings must be UTF-8; sent anyway, the server's parser drops the call with no message
+// at all. Names the first field that is not, and where, so the user can fix the input.
+std::string FirstInvalidUtf8Field(const kvwire::v1::GenerateRequest& request) {
+  std::vector<std::pair<std::string, const std::string*>> fields = {
+      {"--context", &request.context()}, {"--question", &request.question()},
+      {"--codec", &request.codec_config()}, {"--preset", &request.codec_preset()},
+      {"--request-id", &request.request_id()}};
+  for (const auto& m : request.messages()) {
+    fields.push_back({"--message role", &m.role()});
+    fields.push_back({"--message text", &m.content()});
+  }
+  for (const std::string& s : request.options().stop()) fields.push_back({"--stop", &s});
+  for (const auto& [name, text] : fields) {
+    const size_t at = kvwire::tokenizer::utf8::FindInvalid(*text);
+    if (at != std::string::npos) {
+      return absl::StrCat(name, " is not valid UTF-8 (first bad byte at offset ", at, ")");
+    }
+  }
+  return "";
+}
+
+}  // namespace
+
 int RunGenerate(const GenerateOptions& opts) {
   kvwire::v1::GenerateRequest request;
   request.set_request_id(opts.request_id);
@@ -161,13 +190,17 @@ int RunGenerate(const GenerateOptions& opts) {
   }
   if (!opts.codec.empty()) request.set_codec_config(opts.codec);
   if (!opts.preset.empty()) request.set_codec_preset(opts.preset);
+  for (const std::string& s : opts.stop) request.mutable_options()->add_stop(s);
+  if (std::string bad = FirstInvalidUtf8Field(request); !bad.empty()) {
+    std::cerr << "kvwire generate: " << bad << "\n";
+    return 2;
+  }
   auto* o = request.mutable_options();
   o->set_max_new_tokens(opts.max_new_tokens);
   o->set_temperature(opts.temperature);
   o->set_top_p(opts.top_p);
   o->set_top_k(opts.top_k);
   o->set_seed(opts.seed);
-  for (const std::string& s : opts.stop) o->add_stop(s);
 
   kvwire::v1::GenerateReply reply;
   const grpc::Status status = CallGenerate(opts, request, &reply);

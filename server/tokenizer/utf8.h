@@ -1,4 +1,4 @@
-// Small UTF-8 helpers shared by the tokenizer pieces. Internal to server/tokenizer.
+// Small UTF-8 helpers shared by the tokenizer pieces (and the CLI, which checks its input).
 #ifndef KVWIRE_SERVER_TOKENIZER_UTF8_H_
 #define KVWIRE_SERVER_TOKENIZER_UTF8_H_
 
