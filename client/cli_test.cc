@@ -239,6 +239,18 @@ TEST(CliTest, ServeGenerateHealthShutdown) {
     EXPECT_THAT(gen.err(), HasSubstr("--context is not valid UTF-8 (first bad byte at offset 3)"));
   }
   {
+    // Rate control reaches the node, which has no ladder; a codec with it is a usage error.
+    Child gen({kvwire, "generate", "--prefill", prefill_addr, "--context", "some context",
+               "--byte-budget", "100000", "--timeout", "30"});
+    EXPECT_EQ(gen.Wait(In(30)), 1) << "stdout: " << gen.out() << "\nstderr: " << gen.err();
+    EXPECT_THAT(gen.err(), HasSubstr("FAILED_PRECONDITION: rate control needs a quality ladder"));
+    Child both({kvwire, "generate", "--prefill", prefill_addr, "--context", "some context",
+                "--byte-budget", "100000", "--preset", "int8"});
+    EXPECT_EQ(both.Wait(In(30)), 2) << "stdout: " << both.out() << "\nstderr: " << both.err();
+    Child fit({kvwire, "generate", "--prefill", prefill_addr, "--context", "c", "--require-fit"});
+    EXPECT_EQ(fit.Wait(In(30)), 2) << "stdout: " << fit.out() << "\nstderr: " << fit.err();
+  }
+  {
     Child gen({kvwire, "generate", "--prefill", prefill_addr, "--context", "x", "--bogus-flag"});
     EXPECT_EQ(gen.Wait(In(30)), 2) << "stdout: " << gen.out() << "\nstderr: " << gen.err();
   }

@@ -42,6 +42,12 @@ CLI::App* AddGenerateCommand(CLI::App& app, GenerateOptions& opts) {
   auto* preset = cmd->add_option("--preset", opts.preset, "Codec preset name (default: the node's)");
   auto* codec = cmd->add_option("--codec", opts.codec, "Codec config text, e.g. \"select=snapkv;keep=0.25;plan=*:int4;entropy=rans\"");
   preset->excludes(codec);
+  auto* budget = cmd->add_option("--byte-budget", opts.byte_budget, "Rate control: the most bytes the cache may take on the wire; the prefill node picks the best rung of its quality ladder that fits (excludes --preset/--codec)")->check(CLI::PositiveNumber);
+  auto* ttft = cmd->add_option("--ttft-target", opts.ttft_target_seconds, "Rate control: seconds to the first token; the frame gets what the link carries in the time left after the node's own work")->check(CLI::PositiveNumber);
+  auto* link = cmd->add_option("--link-mbps", opts.link_mbps, "With --ttft-target: the link to the decode node in Mbit/s (default: the node's own figure)")->check(CLI::PositiveNumber);
+  cmd->add_flag("--require-fit", opts.require_fit, "With rate control: fail (OUT_OF_RANGE) instead of sending the smallest rung when none fits");
+  for (CLI::Option* rc : {budget, ttft}) rc->excludes(preset)->excludes(codec);
+  link->needs(ttft);
   cmd->add_option("--max-new-tokens", opts.max_new_tokens, "Most tokens to generate; 0 = the node's default")->capture_default_str()->check(CLI::Range(0, 1 << 20));
   cmd->add_option("--temperature", opts.temperature, "Sampling temperature; 0 = greedy")->capture_default_str()->check(CLI::Range(0.0, 100.0));
   cmd->add_option("--top-p", opts.top_p, "Nucleus sampling; 0 or 1 disables it")->capture_default_str()->check(CLI::Range(0.0, 1.0));
@@ -191,6 +197,17 @@ int RunGenerate(const GenerateOptions& opts) {
   if (!opts.codec.empty()) request.set_codec_config(opts.codec);
   if (!opts.preset.empty()) request.set_codec_preset(opts.preset);
   for (const std::string& s : opts.stop) request.mutable_options()->add_stop(s);
+  if (opts.require_fit && opts.byte_budget == 0 && opts.ttft_target_seconds == 0) {
+    std::cerr << "kvwire generate: --require-fit needs --byte-budget or --ttft-target\n";
+    return 2;
+  }
+  if (opts.byte_budget > 0 || opts.ttft_target_seconds > 0) {
+    kvwire::v1::RateControl* rc = request.mutable_rate_control();
+    rc->set_byte_budget(opts.byte_budget);
+    rc->set_ttft_target_seconds(opts.ttft_target_seconds);
+    rc->set_link_mbps(opts.link_mbps);
+    rc->set_require_fit(opts.require_fit);
+  }
   if (std::string bad = FirstInvalidUtf8Field(request); !bad.empty()) {
     std::cerr << "kvwire generate: " << bad << "\n";
     return 2;
@@ -237,6 +254,15 @@ int RunGenerate(const GenerateOptions& opts) {
           {"generated_tokens", s.generated_tokens()},
           {"scout_seconds", s.scout_seconds()},
           {"selection_overlap", s.selection_overlap()}}}};
+    if (reply.has_rate_decision()) {
+      const auto& d = reply.rate_decision();
+      j["rate_decision"] = {{"rung", d.rung()},
+                            {"codec_config", d.codec_config()},
+                            {"budget_bytes", d.budget_bytes()},
+                            {"predicted_bytes", d.predicted_bytes()},
+                            {"fits", d.fits()},
+                            {"relative_score", d.relative_score()}};
+    }
     // Replacement characters rather than an exception if the model produced invalid UTF-8.
     std::cout << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
     return 0;
@@ -244,6 +270,12 @@ int RunGenerate(const GenerateOptions& opts) {
   std::cout << reply.text() << "\n\n";
   std::printf("request      %s  model=%s\n", reply.request_id().c_str(), reply.model_fingerprint().c_str());
   std::printf("codec        %s\n", reply.codec_config().c_str());
+  if (reply.has_rate_decision()) {
+    const auto& d = reply.rate_decision();
+    std::printf("rate         rung=%s predicted=%.0f budget=%.0f bytes%s  relative_score=%.3f\n",
+                d.rung().c_str(), d.predicted_bytes(), d.budget_bytes(),
+                d.fits() ? "" : " (nothing fits: the smallest rung)", d.relative_score());
+  }
   std::printf("finish       %s  prompt_tokens=%d generated_tokens=%d cache=%d layers x %d tokens\n",
               FinishName(reply.finish_reason()), s.prompt_tokens(), s.generated_tokens(), s.num_layers(),
               s.num_tokens());

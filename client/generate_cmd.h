@@ -27,6 +27,11 @@ struct GenerateOptions {
   int top_k = 0;
   uint64_t seed = 0;
   std::vector<std::string> stop;
+  // Rate control instead of a codec (the prefill node needs --ladder): 0 = unset.
+  uint64_t byte_budget = 0;
+  double ttft_target_seconds = 0;
+  double link_mbps = 0;
+  bool require_fit = false;
   std::string request_id;
   double timeout_seconds = 600;
   bool json = false;

@@ -104,6 +104,16 @@ CLI::App* AddServeCommand(CLI::App& app, ServeOptions& opts) {
                       "Emulate a link of this many Mbit/s to the decode node: cache uploads are "
                       "paced at that rate (0: off; for benchmarks)")
       ->capture_default_str()->check(CLI::Range(0.0, 1e7));
+  prefill->add_option("--ladder", opts.ladder_file,
+                      "Quality ladder (kvwire calibrate) for requests that ask for rate control "
+                      "(a byte budget or a time-to-first-token target) instead of a codec; it "
+                      "must have been measured on this node's model")
+      ->check(CLI::ExistingFile);
+  prefill->add_option("--assumed-link-mbps", opts.assumed_link_mbps,
+                      "Link rate to the decode node that time-to-first-token targets assume "
+                      "when a request gives none (Mbit/s; 0: such requests must give one; "
+                      "--link-mbps, when set, is used instead)")
+      ->capture_default_str()->check(CLI::Range(0.0, 1e7));
   prefill->callback([&opts, prefill] {
     if (!opts.config_file.empty()) ApplyConfigFile(prefill, opts.config_file);
     Require(opts.model_dir, "--model");
@@ -224,6 +234,8 @@ int RunServe(const ServeOptions& opts) {
   node.default_max_new_tokens = opts.max_new_tokens;
   node.metrics_port = opts.metrics_port;
   node.link_mbps = opts.link_mbps;
+  node.ladder_file = opts.ladder_file;
+  node.assumed_link_mbps = opts.assumed_link_mbps;
   node.security = {.tls_cert_file = opts.tls_cert,
                    .tls_key_file = opts.tls_key,
                    .tls_client_ca_file = opts.tls_client_ca,

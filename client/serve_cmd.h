@@ -26,6 +26,8 @@ struct ServeOptions {
   std::vector<std::string> preset_files;
   std::string log_level = "info";
   double link_mbps = 0;          // prefill and scout: emulated upload link, Mbit/s (0: none)
+  std::string ladder_file;       // prefill: quality ladder for rate-controlled requests
+  double assumed_link_mbps = 0;  // prefill: link rate TTFT targets assume (0: none)
   uint64_t max_cache_mib = 0;    // decode: cache memory limit over all requests (0: none)
   std::string config_file;       // TOML/INI file of these options (the command line wins)
   // Optional security (server/transport/security.h); off by default.

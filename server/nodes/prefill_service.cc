@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
+#include <optional>
 #include <random>
 #include <span>
 #include <string_view>
@@ -141,6 +143,49 @@ absl::StatusOr<ResolvedCodec> ResolveCodec(const kvwire::v1::GenerateRequest& re
     return absl::InvalidArgumentError(absl::StrCat(what, ": ", config.status().message()));
   }
   return ResolvedCodec{*std::move(config), std::move(label)};
+}
+
+absl::StatusOr<kvwire::v1::RateDecision> ChooseRung(const eval::QualityLadder& ladder,
+                                                    const kvwire::v1::RateControl& rc,
+                                                    int64_t tokens, double link_bits_per_second,
+                                                    double other_seconds) {
+  if (rc.byte_budget() == 0 && rc.ttft_target_seconds() == 0) {
+    return absl::InvalidArgumentError(
+        "rate control needs a byte budget or a time-to-first-token target");
+  }
+  if (!(rc.ttft_target_seconds() >= 0) || !std::isfinite(rc.ttft_target_seconds()) ||
+      !(rc.link_mbps() >= 0) || !std::isfinite(rc.link_mbps())) {
+    return absl::InvalidArgumentError(
+        "ttft_target_seconds and link_mbps must be finite and not negative");
+  }
+  // The tighter of the two limits; a link budget is what crosses the link in the time the
+  // target leaves after the node's own work.
+  double budget = rc.byte_budget() > 0 ? static_cast<double>(rc.byte_budget()) : HUGE_VAL;
+  if (rc.ttft_target_seconds() > 0) {
+    const double link = rc.link_mbps() > 0 ? rc.link_mbps() * 1e6 : link_bits_per_second;
+    if (!(link > 0)) {
+      return absl::InvalidArgumentError(
+          "a time-to-first-token target needs a link rate: set link_mbps, or start the node "
+          "with --link-mbps or --assumed-link-mbps");
+    }
+    budget = std::min(budget, std::max(0.0, rc.ttft_target_seconds() - other_seconds) * link / 8);
+  }
+  auto choice = eval::PickRungForBudget(ladder, tokens, budget);
+  if (!choice.ok()) return choice.status();
+  const eval::LadderRung& rung = ladder.rungs[choice->index];
+  if (!choice->fits && rc.require_fit()) {
+    return absl::OutOfRangeError(absl::StrFormat(
+        "no ladder rung fits: the smallest (%s) needs %.0f bytes for %d tokens, the budget is "
+        "%.0f", rung.name, choice->predicted_bytes, tokens, budget));
+  }
+  kvwire::v1::RateDecision d;
+  d.set_rung(rung.name);
+  d.set_codec_config(rung.codec);
+  d.set_budget_bytes(budget);
+  d.set_predicted_bytes(choice->predicted_bytes);
+  d.set_fits(choice->fits);
+  d.set_relative_score(rung.relative_score);
+  return d;
 }
 
 struct PrefillNodeService::Job {
@@ -283,10 +328,16 @@ absl::StatusOr<kvwire::v1::GenerateReply> PrefillNodeService::Run(
   const engine::Engine& engine = *model.engine;
 
   // Everything the client can get wrong is checked before the model runs.
+  const bool rate_controlled = request.has_rate_control();
+  if (rate_controlled && request.codec_case() != kvwire::v1::GenerateRequest::CODEC_NOT_SET) {
+    return absl::InvalidArgumentError("name a codec or ask for rate control, not both");
+  }
+  if (rate_controlled && options_.ladder == nullptr) {
+    return absl::FailedPreconditionError(
+        "rate control needs a quality ladder on the prefill node (serve prefill --ladder)");
+  }
   auto resolved = ResolveCodec(request, options_.default_codec, options_.presets);
   if (!resolved.ok()) return resolved.status();
-  trace.preset = resolved->preset_label;
-  kvcodec::CodecConfig* config = &resolved->config;
   if (auto gen = ToGenerateOptions(request.options(), 1); !gen.ok()) return gen.status();
   auto prompt = BuildPrompt(model, request);
   if (!prompt.ok()) return prompt.status();
@@ -303,6 +354,24 @@ absl::StatusOr<kvwire::v1::GenerateReply> PrefillNodeService::Run(
                                                    max_positions));
   }
   const int cached = T - 1;
+  std::optional<kvwire::v1::RateDecision> decision;
+  if (rate_controlled) {
+    const double link = options_.link_bits_per_second > 0 ? options_.link_bits_per_second
+                                                          : options_.assumed_link_bits_per_second;
+    auto chosen = ChooseRung(*options_.ladder, request.rate_control(), cached, link,
+                             prefill_seconds_per_token_.load() * cached);
+    if (!chosen.ok()) return chosen.status();
+    auto rung_config = kvcodec::CodecConfig::Parse(chosen->codec_config());
+    if (!rung_config.ok()) {
+      return absl::InternalError(absl::StrCat("ladder rung ", chosen->rung(), ": ",
+                                              rung_config.status().message()));
+    }
+    resolved->config = *std::move(rung_config);
+    resolved->preset_label = absl::StrCat("ladder:", chosen->rung());
+    decision = *std::move(chosen);
+  }
+  trace.preset = resolved->preset_label;
+  kvcodec::CodecConfig* config = &resolved->config;
   const std::span<const int32_t> cache_ids(prompt->token_ids.data(), cached);
 
   engine::PrefillOptions prefill_options;
@@ -407,6 +476,13 @@ absl::StatusOr<kvwire::v1::GenerateReply> PrefillNodeService::Run(
   auto prefill = engine.Prefill(cache_ids, prefill_options);
   const double prefill_seconds = SecondsSince(prefill_start);
   if (!prefill.ok()) return abandon(prefill.status());
+  {
+    // What rate control expects the next prompt's prefill to cost, per token (moving average).
+    const double sample = prefill_seconds / cached;
+    double old = prefill_seconds_per_token_.load();
+    const double next = old == 0 ? sample : 0.8 * old + 0.2 * sample;
+    prefill_seconds_per_token_.compare_exchange_strong(old, next);
+  }
   metrics::NodeMetrics::CacheHold hold;
   if (node_metrics != nullptr) {
     node_metrics->ObserveStage(metrics::Stage::kPrefill, prefill_seconds);
@@ -458,6 +534,7 @@ absl::StatusOr<kvwire::v1::GenerateReply> PrefillNodeService::Run(
       std::chrono::duration<double>(last_byte - received).count() + out->first_token_seconds());
   reply.set_request_id(header.request_id());
   if (reply.codec_config().empty()) reply.set_codec_config(config->ToString());
+  if (decision) *reply.mutable_rate_decision() = *std::move(decision);
   if (node_metrics != nullptr) {
     node_metrics->ObserveFrame(trace.preset,
                                {.raw_bytes = accounting.raw_bytes,

@@ -9,6 +9,10 @@
 // and overlap_seconds (also in the "request_done" log line) say how much. With chunked prefill a
 // layer is final only during the prompt's last chunk, which bounds the overlap.
 //
+// Rate control (GenerateRequest.rate_control): with a quality ladder loaded, the node picks
+// the codec per request from the prompt's token count (ChooseRung below) and reports the
+// choice in GenerateReply.rate_decision; metrics label such requests "ladder:<rung>".
+//
 // Token contract with the decode node: see engine_consumer.h (the cache covers the prompt's
 // first T-1 tokens; the last token travels in UploadHeader.suffix_token_ids).
 //
@@ -27,11 +31,14 @@
 // INVALID_ARGUMENT for an unknown preset or bad codec config text, both messages
 // and context/question set, an empty prompt, a prompt of fewer than 2 tokens or with no room to
 // generate (T >= max_position_embeddings), invalid UTF-8, a Q2C request without a question
-// span, bad generation options; DEADLINE_EXCEEDED when the client's deadline passes; whatever
+// span, bad generation options, rate control together with a codec or with no usable limit;
+// FAILED_PRECONDITION for rate control on a node without a ladder; OUT_OF_RANGE when no rung
+// fits and the request requires one; DEADLINE_EXCEEDED when the client's deadline passes; whatever
 // the decode node answered (FAILED_PRECONDITION for another model, UNAVAILABLE when it is down,
 // ...) is relayed as is.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -43,6 +50,7 @@
 
 #include "absl/status/statusor.h"
 #include "grpcpp/grpcpp.h"
+#include "client/eval/ladder.h"
 #include "kvcodec/kvcodec.h"
 #include "proto/kvwire.grpc.pb.h"
 #include "proto/kvwire.pb.h"
@@ -109,7 +117,22 @@ struct PrefillServiceOptions {
   // preset (counted in kvwire_shadow_sampled_total). The sampler's seed; 0: random.
   double shadow_rate = 0;
   uint64_t shadow_seed = 0;
+  // The quality ladder rate-controlled requests choose from (null: they fail with
+  // FAILED_PRECONDITION), and the link rate their time-to-first-token targets assume when
+  // neither the request nor link_bits_per_second gives one (0: none).
+  std::shared_ptr<const eval::QualityLadder> ladder;
+  double assumed_link_bits_per_second = 0;
 };
+
+// Rate control: the rung of `ladder` a request for `tokens` cached tokens gets. The budget is
+// the tighter of rc.byte_budget and, with a time-to-first-token target, (target -
+// other_seconds) * the link's bytes per second; the link is rc.link_mbps, else
+// `link_bits_per_second`. InvalidArgument for neither limit, a target without any link rate,
+// or bad numbers; OutOfRange when nothing fits and rc.require_fit.
+absl::StatusOr<kvwire::v1::RateDecision> ChooseRung(const eval::QualityLadder& ladder,
+                                                    const kvwire::v1::RateControl& rc,
+                                                    int64_t tokens, double link_bits_per_second,
+                                                    double other_seconds);
 
 class PrefillNodeService final : public kvwire::v1::PrefillNode::CallbackService {
  public:
@@ -149,6 +172,9 @@ class PrefillNodeService final : public kvwire::v1::PrefillNode::CallbackService
   std::vector<std::unique_ptr<Job>> queue_;  // FIFO (front = oldest)
   bool stopping_ = false;
   std::vector<std::thread> workers_;
+  // Recent prefill seconds per cached token (0 until the first request): rate control's
+  // estimate of the time a time-to-first-token target must leave for the node's own work.
+  std::atomic<double> prefill_seconds_per_token_{0};
 };
 
 }  // namespace kvwire::nodes

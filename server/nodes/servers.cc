@@ -131,6 +131,21 @@ absl::StatusOr<std::unique_ptr<RunningServer>> StartPrefillNode(const NodeOption
     running->shut_down_ = true;
     return s;
   }
+  std::shared_ptr<const eval::QualityLadder> ladder;
+  if (!opts.ladder_file.empty()) {
+    auto loaded = eval::LoadLadderFile(opts.ladder_file);
+    if (!loaded.ok()) {
+      running->shut_down_ = true;
+      return loaded.status();
+    }
+    if (loaded->model_fingerprint != running->model_->fingerprint) {
+      running->shut_down_ = true;
+      return absl::FailedPreconditionError(absl::StrCat(
+          "ladder ", opts.ladder_file, " was measured on model ", loaded->model_fingerprint,
+          ", this node serves ", running->model_->fingerprint));
+    }
+    ladder = std::make_shared<const eval::QualityLadder>(*std::move(loaded));
+  }
   auto upstream = transport::MakeUpstreamCredentials(opts.security);
   if (!upstream.ok()) {
     running->shut_down_ = true;
@@ -152,7 +167,9 @@ absl::StatusOr<std::unique_ptr<RunningServer>> StartPrefillNode(const NodeOption
       .presets = opts.presets,
       .metrics = running->metrics_.get(),
       .shadow_rate = opts.shadow_rate,
-      .shadow_seed = opts.shadow_seed});
+      .shadow_seed = opts.shadow_seed,
+      .ladder = std::move(ladder),
+      .assumed_link_bits_per_second = opts.assumed_link_mbps * 1e6});
   if (absl::Status s = BuildAndStart(opts.listen_address, opts.security,
                                      {running->prefill_service_.get()},
                                      &running->server_, &running->port_);

@@ -36,6 +36,11 @@ struct NodeOptions {
   // Prefill node only: emulated link to the decode node in Mbit/s (0: none), see
   // PrefillServiceOptions::link_bits_per_second.
   double link_mbps = 0;
+  // Prefill node only: a quality ladder file (`kvwire calibrate`) for rate-controlled requests,
+  // checked against the node's model at start; and the link rate assumed for time-to-first-
+  // token targets when neither the request nor link_mbps gives one (Mbit/s, 0: none).
+  std::string ladder_file;
+  double assumed_link_mbps = 0;
   // Decode node only.
   int default_max_new_tokens = 128;
   kvcodec::DecodeLimits limits;
