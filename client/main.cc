@@ -18,9 +18,11 @@
 #include "client/serve_cmd.h"
 #include "bench/e2e_bench.h"
 #include "bench/transfer_bench.h"
+#include "server/engine/blas_kernels.h"
 #endif
 
 int main(int argc, char** argv) {
+  kvwire::engine::MaybeRestartWithBetterBlasKernels(argv);
   // Caches and frames are hundreds of MB and are allocated per request. Keeping freed memory in
   // the heap instead of returning it to the kernel avoids re-faulting every page each time
   // (measured: page faults dominated encode time of the raw preset).

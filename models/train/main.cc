@@ -17,8 +17,10 @@
 
 #include "models/train/model_card.h"
 #include "models/train/trainer.h"
+#include "server/engine/blas_kernels.h"
 
 int main(int argc, char** argv) {
+  kvwire::engine::MaybeRestartWithBetterBlasKernels(argv);
   using namespace kvwire::train;
   CLI::App app{"Train the bundled retrieval models (Llama architecture, HF format)"};
   app.require_subcommand(0, 1);

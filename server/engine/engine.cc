@@ -21,6 +21,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "server/engine/blas_kernels.h"
 #include "server/modelio/checkpoint_layout.h"
 #include "server/modelio/safetensors.h"
 
@@ -136,6 +137,7 @@ struct Engine::Impl {
   // worker) would otherwise run with the OpenMP default. Cheap enough to check per call.
   void ApplyThreads() const {
     if (at::get_num_threads() != threads) at::set_num_threads(threads);
+    SetBlasThreads(threads);
   }
 
   at::Tensor embed, final_norm, lm_head;
@@ -178,14 +180,24 @@ struct Engine::Impl {
     return (xf * cos + rotated * sin).to(dtype);
   }
 
+  // x [n, in] times w [out, in] transposed, plus b. A decode step has n = 1, where torch's
+  // linear still calls sgemm, and Debian's OpenBLAS (0.3.21) packs the whole weight matrix for
+  // every such call; a matrix-vector product reads it once.
+  static at::Tensor Linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b = {}) {
+    if (x.dim() != 2 || x.size(0) != 1) return at::linear(x, w, b);
+    at::Tensor y = at::mv(w, x[0]);
+    if (b.defined()) y.add_(b);
+    return y.unsqueeze(0);
+  }
+
   // Projects the normalised hidden states x [n, hidden] of layer `lw` into post-RoPE
   // q [heads, n, hd], k [kv_heads, n, hd] and v [kv_heads, n, hd].
   void Qkv(const LayerWeights& lw, const at::Tensor& x, const at::Tensor& pos, at::Tensor* q,
            at::Tensor* k, at::Tensor* v) const {
     const int64_t n = x.size(0);
-    *q = Rope(at::linear(x, lw.wq, lw.bq).view({n, heads, head_dim}).transpose(0, 1), pos);
-    *k = Rope(at::linear(x, lw.wk, lw.bk).view({n, kv_heads, head_dim}).transpose(0, 1), pos);
-    *v = at::linear(x, lw.wv, lw.bv).view({n, kv_heads, head_dim}).transpose(0, 1).contiguous();
+    *q = Rope(Linear(x, lw.wq, lw.bq).view({n, heads, head_dim}).transpose(0, 1), pos);
+    *k = Rope(Linear(x, lw.wk, lw.bk).view({n, kv_heads, head_dim}).transpose(0, 1), pos);
+    *v = Linear(x, lw.wv, lw.bv).view({n, kv_heads, head_dim}).transpose(0, 1).contiguous();
   }
 
   // Grouped-query attention without repeating K/V: q [heads, n, hd] is viewed as
@@ -209,14 +221,14 @@ struct Engine::Impl {
   // Residual add of the attention output, then the SwiGLU MLP block.
   at::Tensor FinishLayer(const LayerWeights& lw, const at::Tensor& h,
                          const at::Tensor& attn) const {
-    at::Tensor h2 = h + at::linear(attn, lw.wo, lw.bo);
+    at::Tensor h2 = h + Linear(attn, lw.wo, lw.bo);
     at::Tensor x = RmsNorm(h2, lw.ln_mlp);
-    at::Tensor act = at::silu(at::linear(x, lw.gate)) * at::linear(x, lw.up);
-    return h2 + at::linear(act, lw.down);
+    at::Tensor act = at::silu(Linear(x, lw.gate)) * Linear(x, lw.up);
+    return h2 + Linear(act, lw.down);
   }
 
   at::Tensor Logits(const at::Tensor& last_hidden) const {
-    return at::linear(RmsNorm(last_hidden, final_norm), lm_head);
+    return Linear(RmsNorm(last_hidden, final_norm), lm_head);
   }
 
   absl::StatusOr<PrefillResult> Prefill(std::span<const int32_t> tokens,
@@ -524,11 +536,33 @@ absl::StatusOr<PrefillResult> Engine::Prefill(std::span<const int32_t> token_ids
 
 struct DecodeSession::Impl {
   const Engine::Impl* eng = nullptr;
-  // Per layer: K, V [kv_heads, S, hd] in the engine dtype, heads padded to the same length;
-  // kpos [kv_heads, S] the original position of each row; valid [kv_heads, S] false on
-  // padding. New tokens are appended as a column shared by all heads.
+  // Per layer: K, V [kv_heads, capacity, hd] in the engine dtype, heads padded to the same
+  // length; kpos [kv_heads, capacity] the original position of each row; valid [kv_heads,
+  // capacity] false on padding; the first used[l] columns are the cache. New tokens are
+  // written as a column shared by all heads into spare capacity, which grows by doubling, so a
+  // step does not copy the cache (concatenation did: at 4096 tokens that copy cost more than
+  // the attention).
   std::vector<at::Tensor> K, V, kpos, valid;
+  std::vector<int64_t> used;
   int64_t next_pos = 0;
+
+  // Makes room for one more column in layer l.
+  void Reserve(size_t l) {
+    const int64_t capacity = K[l].size(1);
+    if (used[l] < capacity) return;
+    const int64_t grown = std::max<int64_t>(2 * capacity, capacity + 64);
+    auto grow = [&](at::Tensor& t) {
+      std::vector<int64_t> shape = t.sizes().vec();
+      shape[1] = grown;
+      at::Tensor bigger = at::zeros(shape, t.options());
+      bigger.narrow(1, 0, used[l]).copy_(t.narrow(1, 0, used[l]));
+      t = bigger;
+    };
+    grow(K[l]);
+    grow(V[l]);
+    grow(kpos[l]);
+    grow(valid[l]);
+  }
 
   absl::StatusOr<std::vector<float>> Step(int32_t token) {
     const Engine::Impl& e = *eng;
@@ -547,18 +581,19 @@ struct DecodeSession::Impl {
       const LayerWeights& lw = e.layers[l];
       at::Tensor q, k, v;
       e.Qkv(lw, e.RmsNorm(h, lw.ln_attn), pos, &q, &k, &v);
-      // Appending by concatenation copies the layer's cache each step; that is the same
-      // order of work as the attention itself, and keeps the ragged bookkeeping simple.
-      K[l] = at::cat({K[l], k}, 1);
-      V[l] = at::cat({V[l], v}, 1);
-      kpos[l] = at::cat({kpos[l], new_pos}, 1);
-      valid[l] = at::cat({valid[l], new_valid}, 1);
-      at::Tensor allowed = valid[l];
+      Reserve(l);
+      const int64_t at_col = used[l]++;
+      const int64_t S = used[l];
+      K[l].narrow(1, at_col, 1).copy_(k);
+      V[l].narrow(1, at_col, 1).copy_(v);
+      kpos[l].narrow(1, at_col, 1).copy_(new_pos);
+      valid[l].narrow(1, at_col, 1).copy_(new_valid);
+      at::Tensor allowed = valid[l].narrow(1, 0, S);
       if (lw.sliding_window) {
-        allowed = allowed.logical_and((next_pos - kpos[l]).lt(*lw.sliding_window));
+        allowed = allowed.logical_and((next_pos - kpos[l].narrow(1, 0, S)).lt(*lw.sliding_window));
       }
-      const int64_t S = allowed.size(1);
-      at::Tensor attn = e.Attend(q, K[l], V[l], allowed.view({e.kv_heads, 1, 1, S}), nullptr);
+      at::Tensor attn = e.Attend(q, K[l].narrow(1, 0, S), V[l].narrow(1, 0, S),
+                                 allowed.reshape({e.kv_heads, 1, 1, S}), nullptr);
       h = e.FinishLayer(lw, h, attn);
     }
     ++next_pos;
@@ -668,6 +703,7 @@ absl::StatusOr<std::unique_ptr<DecodeSession>> DecodeSession::Create(
         kpos[h].narrow(0, 0, n).copy_(at::from_blob(p.data(), {n}, at::kLong));
         valid[h].narrow(0, 0, n).fill_(true);
       }
+      impl->used.push_back(S);
       impl->K.push_back(K);
       impl->V.push_back(V);
       impl->kpos.push_back(kpos);
