@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/status/status.h"
+#include "server/engine/blas_kernels.h"
 #include "server/engine/engine.h"
 #include "server/modelio/checkpoint_layout.h"
 #include "server/modelio/hf_config.h"
@@ -240,6 +241,7 @@ int RunEngineBench(const EngineBenchOptions& o) {
     j["dtype"] = o.dtype;
     j["device"] = o.device;
     j["threads"] = threads;
+    j["blas"] = engine::BlasName();
     j["tokens"] = o.tokens;
     j["decode_tokens"] = o.decode_tokens;
     if (o.model_dir.empty()) j["checkpoint_write_s"] = write_s;
@@ -268,8 +270,8 @@ int RunEngineBench(const EngineBenchOptions& o) {
               static_cast<long long>(cfg.num_key_value_heads), static_cast<long long>(cfg.head_dim),
               static_cast<long long>(cfg.intermediate_size), static_cast<long long>(cfg.vocab_size),
               params / 1e6);
-  std::printf("engine: %s on %s, %d threads; load %.2f s", o.dtype.c_str(), o.device.c_str(), threads,
-              load_s);
+  std::printf("engine: %s on %s, %d threads, %s; load %.2f s", o.dtype.c_str(), o.device.c_str(),
+              threads, engine::BlasName(), load_s);
   if (o.model_dir.empty()) std::printf(" (random checkpoint written in %.2f s)", write_s);
   std::printf("\n\n");
   std::printf("%-34s %14s\n", "metric", "value");

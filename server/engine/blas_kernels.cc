@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <string>
 
 namespace kvwire::engine {
 
@@ -35,6 +36,17 @@ void MaybeRestartWithBetterBlasKernels(char** argv) {
   // Set even if exec fails, so that no child process tries again.
   if (setenv("OPENBLAS_CORETYPE", core, /*overwrite=*/0) != 0) return;
   execv("/proc/self/exe", argv);
+}
+
+const char* BlasName() {
+  static const std::string name = [] {
+    using CoreName = char* (*)();
+    auto core_name = reinterpret_cast<CoreName>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
+    const char* core = core_name != nullptr ? core_name() : nullptr;
+    return core != nullptr ? std::string("OpenBLAS ") + core + " kernels"
+                           : std::string("unknown BLAS");
+  }();
+  return name.c_str();
 }
 
 void SetBlasThreads(int threads) {

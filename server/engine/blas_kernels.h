@@ -20,6 +20,10 @@ const char* BetterOpenBlasCore();
 // nothing needs changing or the re-exec failed (the process then runs on as it is).
 void MaybeRestartWithBetterBlasKernels(char** argv);
 
+// What runs the matrix products, for reports: "OpenBLAS <core> kernels", or "unknown BLAS"
+// when OpenBLAS is not loaded.
+const char* BlasName();
+
 // Sets OpenBLAS's own thread pool (libopenblas0-pthread starts one thread per core, apart from
 // torch's) to `threads`, so that a node limited to N threads does not also run N BLAS threads
 // spinning in sched_yield beside them. Once per value; a no-op without OpenBLAS.
