@@ -13,8 +13,8 @@ namespace kvwire::cli {
 struct DemoOptions {
   std::string prefill_address;  // the cache path (PrefillNode)
   std::string scout_address;    // the scout and text paths (ScoutNode); optional
-  std::vector<std::string> presets = {"bf16", "int8", "int4-rans", "snapkv25-int4", "scout-q2c25",
-                                      "text"};
+  std::vector<std::string> presets = {"bf16", "int8", "int4-rans", "snapkv25-int4",
+                                      "scout-snapkv25", "text"};
   std::vector<std::string> tasks = {"passkey", "multikey"};
   int length = 512;
   std::vector<double> depths = {0.1, 0.5, 0.9};

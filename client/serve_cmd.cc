@@ -124,7 +124,7 @@ CLI::App* AddServeCommand(CLI::App& app, ServeOptions& opts) {
   auto* scout = serve->add_subcommand("scout", "Serve kvwire.v1.ScoutNode: a small model picks the positions to keep; only token ids and positions go to the big model's node");
   add_common(scout, "127.0.0.1:50053");
   scout->add_option("--target", opts.target_address, "The big model's decode node host:port (its PromptNode) (required)");
-  scout->add_option("--codec", opts.codec, "Default codec (its selection is used): a preset name or config text")->default_str("scout-q2c25");
+  scout->add_option("--codec", opts.codec, "Default codec (its selection is used): a preset name or config text")->default_str("scout-snapkv25");
   scout->add_option("--upstream-ca", opts.upstream_ca, "Connect to the big node with TLS, verifying its certificate with this PEM CA bundle (this node's --tls-cert/--tls-key are its client certificate)")->check(CLI::ExistingFile);
   scout->add_option("--link-mbps", opts.link_mbps,
                     "Emulate a link of this many Mbit/s to the big node: each token upload is "
@@ -136,7 +136,7 @@ CLI::App* AddServeCommand(CLI::App& app, ServeOptions& opts) {
     Require(opts.target_address, "--target");
     opts.role = "scout";
     if (opts.listen.empty()) opts.listen = "127.0.0.1:50053";
-    if (opts.codec == "int4-rans") opts.codec = "scout-q2c25";  // the prefill default means nothing here
+    if (opts.codec == "int4-rans") opts.codec = "scout-snapkv25";  // the prefill default means nothing here
   });
   return serve;
 }

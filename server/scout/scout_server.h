@@ -21,7 +21,7 @@ struct ScoutNodeOptions {
   std::string listen_address = "127.0.0.1:0";  // port 0: the OS chooses
   nodes::ModelOptions model;                    // the scout (small) model
   std::string prompt_address;                   // the big node (its PromptNode service)
-  std::string default_codec = "scout-q2c25";
+  std::string default_codec = "scout-snapkv25";
   nodes::PresetMap presets;
   int workers = 2;
   std::chrono::milliseconds default_timeout{std::chrono::minutes(10)};
