@@ -9,15 +9,22 @@
 #include <string>
 
 namespace kvwire::engine {
+namespace {
+
+// The core OpenBLAS chose, or nullptr without OpenBLAS. Looked up at run time: the engine links
+// libtorch, which reaches whichever BLAS the system provides (libblas.so.3 may be OpenBLAS, BLIS
+// or the reference BLAS).
+const char* OpenBlasCore() {
+  using CoreName = char* (*)();
+  auto core_name = reinterpret_cast<CoreName>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
+  return core_name != nullptr ? core_name() : nullptr;
+}
+
+}  // namespace
 
 const char* BetterOpenBlasCore() {
   if (getenv("OPENBLAS_CORETYPE") != nullptr) return nullptr;
-  // Looked up at run time: the engine links libtorch, which reaches whichever BLAS the system
-  // provides (libblas.so.3 may be OpenBLAS, BLIS or the reference BLAS).
-  using CoreName = char* (*)();
-  auto core_name = reinterpret_cast<CoreName>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
-  if (core_name == nullptr) return nullptr;
-  const char* core = core_name();
+  const char* core = OpenBlasCore();
   if (core == nullptr || strcasecmp(core, "prescott") != 0) return nullptr;
 #if defined(__x86_64__) && defined(__GNUC__)
   __builtin_cpu_init();
@@ -40,9 +47,7 @@ void MaybeRestartWithBetterBlasKernels(char** argv) {
 
 const char* BlasName() {
   static const std::string name = [] {
-    using CoreName = char* (*)();
-    auto core_name = reinterpret_cast<CoreName>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
-    const char* core = core_name != nullptr ? core_name() : nullptr;
+    const char* core = OpenBlasCore();
     return core != nullptr ? std::string("OpenBLAS ") + core + " kernels"
                            : std::string("unknown BLAS");
   }();
