@@ -2,6 +2,7 @@
 // Internal to kvcodec.
 #pragma once
 
+#include <bit>
 #include <cstdint>
 #include <cstring>
 #include <span>
@@ -51,6 +52,16 @@ inline float HalfToFloat(uint16_t h) {
   float f;
   std::memcpy(&f, &bits, 4);
   return f;
+}
+
+// HalfToFloat for finite halves (checked by the caller), without the subnormal loop.
+inline float FiniteHalfToFloat(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const float mag =
+      (h & 0x7c00u) == 0
+          ? static_cast<float>(h & 0x3ffu) * 0x1p-24f
+          : std::bit_cast<float>((static_cast<uint32_t>(h & 0x7fffu) << 13) + 0x38000000u);
+  return std::bit_cast<float>(std::bit_cast<uint32_t>(mag) | sign);
 }
 
 // Round to nearest even; overflow saturates to infinity as IEEE does.

@@ -414,6 +414,45 @@ absl::Status ReadCodeStream(ByteReader& r, int head_dim, int bits, std::span<uin
   return absl::OkStatus();
 }
 
+namespace {
+
+// One buffer per thread, reused: sections decode one after another on a thread, and a fresh
+// allocation of a few MB per section costs its page faults every time.
+uint8_t* ThreadScratch(size_t bytes) {
+  thread_local std::unique_ptr<uint8_t[]> buffer;
+  thread_local size_t capacity = 0;
+  if (bytes > capacity) {
+    buffer.reset();
+    buffer.reset(new uint8_t[bytes]);
+    capacity = bytes;
+  }
+  return buffer.get();
+}
+
+}  // namespace
+
+absl::Status ReadPackedCodeStream(ByteReader& r, int head_dim, int bits, size_t num_codes,
+                                  std::span<const uint8_t>* packed, absl::string_view what) {
+  const size_t packed_len = num_codes * bits / 8;
+  StreamHead h;
+  KVC_RETURN_IF_ERROR(ReadStreamHead(r, packed_len, what, &h));
+  if (h.method == StreamMethod::kStored) {
+    *packed = h.data;
+    return absl::OkStatus();
+  }
+  const std::span<uint8_t> buf(ThreadScratch(packed_len), packed_len);
+  if (h.method == StreamMethod::kZstd) {
+    KVC_RETURN_IF_ERROR(Unzstd(h.data, buf, what));
+  } else {
+    // Whole bytes per row: the rANS symbols of a row are its packed bytes.
+    const int k = CodesPerSymbol(bits);
+    absl::Status s = RansDecode(h.data, std::max(head_dim / k, 1), std::min(8, k * bits), buf);
+    if (!s.ok()) return absl::DataLossError(absl::StrCat(what, ": ", s.message()));
+  }
+  *packed = buf;
+  return absl::OkStatus();
+}
+
 DType ValueDType(ValueCoding coding, DType cache_dtype) {
   if (coding == ValueCoding::kRaw) return cache_dtype;
   return coding == ValueCoding::kFloat16 ? DType::kFloat16 : DType::kBFloat16;

@@ -106,6 +106,13 @@ absl::Status ReadByteStream(ByteReader& r, int row_len, std::span<uint8_t> out,
 absl::Status ReadCodeStream(ByteReader& r, int head_dim, int bits, std::span<uint8_t> out,
                             absl::string_view what);
 
+// Reads a code stream of num_codes codes (rows of head_dim) of `bits` bits where
+// PackedRowsSupported(bits, head_dim), and points *packed at the codes in PackBits layout
+// without unpacking them: at the frame's own bytes for a stored stream, else at a buffer of
+// this thread's that stays valid until the thread's next call.
+absl::Status ReadPackedCodeStream(ByteReader& r, int head_dim, int bits, size_t num_codes,
+                                  std::span<const uint8_t>* packed, absl::string_view what);
+
 // The dtype a raw, fp16 or bf16 section stores its values in.
 DType ValueDType(ValueCoding coding, DType cache_dtype);
 

@@ -102,16 +102,6 @@ uint16_t HalfDirected(float f, bool up) {
 uint16_t HalfRoundDown(float f) { return HalfDirected(f, false); }
 uint16_t HalfRoundUp(float f) { return HalfDirected(f, true); }
 
-// HalfToFloat for finite halves (checked by the caller), without the subnormal loop.
-inline float FiniteHalfToFloat(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  const float mag =
-      (h & 0x7c00u) == 0
-          ? static_cast<float>(h & 0x3ffu) * 0x1p-24f
-          : std::bit_cast<float>((static_cast<uint32_t>(h & 0x7fffu) << 13) + 0x38000000u);
-  return std::bit_cast<float>(std::bit_cast<uint32_t>(mag) | sign);
-}
-
 // One group's quantizer as stored (half bits) and as used (floats).
 struct Params {
   uint16_t scale_bits = 0;

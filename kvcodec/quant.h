@@ -87,4 +87,13 @@ namespace kvcodec {
 void DequantizeTokenRowsToBF16(const uint8_t* codes, const uint16_t* params, size_t rows,
                                int head_dim, int group, uint16_t* out);
 
+// The same from codes still packed as PackBits packs them (8 / bits codes per byte, LSB
+// first), which for bits 2, 4 and 8 is also the rANS symbol layout (FORMAT.md, Stream), so a
+// decoded stream is dequantized without unpacking it first. bits is 2, 4 or 8 and head_dim *
+// bits a multiple of 8 (whole bytes per row). Output is bit for bit DequantizeTokenRowsToBF16's.
+void DequantizePackedTokenRowsToBF16(const uint8_t* packed, int bits, const uint16_t* params,
+                                     size_t rows, int head_dim, int group, uint16_t* out);
+// Whether DequantizePackedTokenRowsToBF16 takes rows of this shape.
+bool PackedRowsSupported(int bits, int head_dim);
+
 }  // namespace kvcodec

@@ -811,8 +811,47 @@ TEST(FusedDequantTest, MatchesDequantizeThenBF16) {
       DequantizeTokenRowsToBF16(q.main_codes.data(), q.main_params.data(), shape.num_rows(), d, g,
                                 fused.data());
       EXPECT_EQ(fused, expected) << "bits " << bits << " group " << group;
+      // From the packed bytes (tables; SSSE3 shuffles where the group is whole vectors).
+      std::vector<uint16_t> from_packed(ref.size());
+      const std::vector<uint8_t> packed = PackBits(q.main_codes, bits);
+      DequantizePackedTokenRowsToBF16(packed.data(), bits, q.main_params.data(), shape.num_rows(),
+                                      d, g, from_packed.data());
+      EXPECT_EQ(from_packed, expected) << "packed, bits " << bits << " group " << group;
     }
   }
+}
+
+// Group sizes that take each of the packed dequantizer's paths: whole 16-byte vectors per
+// group (64 and 32 channels at 4 bits, 64 at 2 bits), and groups whose codes share bytes
+// with the next group (2 channels at 2 bits).
+TEST(FusedDequantTest, PackedMatchesUnpackedAtEveryGroupSize) {
+  uint64_t state = 7;
+  auto next = [&] {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    return static_cast<uint32_t>(state >> 33);
+  };
+  for (int bits : {4, 2}) {
+    for (int g : {128, 64, 32, 16, 8, 4, 2}) {
+      const int d = 128;
+      const size_t rows = 19;
+      ASSERT_TRUE(PackedRowsSupported(bits, d));
+      std::vector<uint8_t> codes(rows * d);
+      for (auto& c : codes) c = static_cast<uint8_t>(next() & ((1u << bits) - 1));
+      std::vector<uint16_t> params(rows * 2 * (d / g));
+      for (auto& p : params) {
+        p = static_cast<uint16_t>(next() & 0xffff);
+        if ((p & 0x7c00u) == 0x7c00u) p &= 0xbfffu;
+      }
+      std::vector<uint16_t> expected(rows * d), got(rows * d);
+      DequantizeTokenRowsToBF16(codes.data(), params.data(), rows, d, g, expected.data());
+      const std::vector<uint8_t> packed = PackBits(codes, bits);
+      DequantizePackedTokenRowsToBF16(packed.data(), bits, params.data(), rows, d, g, got.data());
+      EXPECT_EQ(got, expected) << "bits " << bits << " group " << g;
+    }
+  }
+  EXPECT_FALSE(PackedRowsSupported(3, 128));
+  EXPECT_FALSE(PackedRowsSupported(4, 3));
+  EXPECT_TRUE(PackedRowsSupported(2, 4));
 }
 
 }  // namespace

@@ -226,9 +226,18 @@ absl::Status DecodeSection(ByteReader& r, const CacheShape& shape, const QuantSp
     case ValueCoding::kInt3:
     case ValueCoding::kInt2: {
       QuantizedSection q;
-      q.main_codes.resize(NumMainRows(delta, sshape) * d);
       q.main_params.resize(NumMainParams(spec, delta, sshape));
-      KVC_RETURN_IF_ERROR(ReadCodeStream(r, d, spec.bits(), q.main_codes, "codes"));
+      const bool fast = delta.mode == DeltaMode::kNone && spec.axis == QuantAxis::kPerToken &&
+                        shape.dtype == DType::kBFloat16;
+      // The fast path dequantizes 2-, 4- and 8-bit codes as they come, still packed.
+      const bool packed_path = fast && PackedRowsSupported(spec.bits(), d);
+      std::span<const uint8_t> packed;
+      if (packed_path) {
+        KVC_RETURN_IF_ERROR(ReadPackedCodeStream(r, d, spec.bits(), n, &packed, "codes"));
+      } else {
+        q.main_codes.resize(NumMainRows(delta, sshape) * d);
+        KVC_RETURN_IF_ERROR(ReadCodeStream(r, d, spec.bits(), q.main_codes, "codes"));
+      }
       KVC_RETURN_IF_ERROR(ReadByteStream(
           r, 4, {reinterpret_cast<uint8_t*>(q.main_params.data()), q.main_params.size() * 2}, "scales"));
       if (delta.mode != DeltaMode::kNone) {
@@ -240,8 +249,7 @@ absl::Status DecodeSection(ByteReader& r, const CacheShape& shape, const QuantSp
             r, 4, {reinterpret_cast<uint8_t*>(q.ref_params.data()), q.ref_params.size() * 2},
             "reference scales"));
       }
-      if (delta.mode == DeltaMode::kNone && spec.axis == QuantAxis::kPerToken &&
-          shape.dtype == DType::kBFloat16) {
+      if (fast) {
         // The common case in one pass from codes to bf16 (no float32 copy of the section).
         // Codes are < 2^bits by construction of both stream readers; params are checked here
         // exactly as Dequantize checks them.
@@ -251,15 +259,20 @@ absl::Status DecodeSection(ByteReader& r, const CacheShape& shape, const QuantSp
           }
         }
         const int group = spec.group_size > 0 ? spec.group_size : d;
-        const uint8_t* codes = q.main_codes.data();
+        const uint8_t* codes = packed_path ? packed.data() : q.main_codes.data();
+        const size_t row_bytes = packed_path ? static_cast<size_t>(d) * spec.bits() / 8 : d;
         const uint16_t* params = q.main_params.data();
         out->resize(kept.size());
         for (size_t h = 0; h < kept.size(); ++h) {
           const size_t rows = kept[h].size();
           (*out)[h].resize(rows * d * 2);
-          DequantizeTokenRowsToBF16(codes, params, rows, d, group,
-                                    reinterpret_cast<uint16_t*>((*out)[h].data()));
-          codes += rows * d;
+          uint16_t* dst = reinterpret_cast<uint16_t*>((*out)[h].data());
+          if (packed_path) {
+            DequantizePackedTokenRowsToBF16(codes, spec.bits(), params, rows, d, group, dst);
+          } else {
+            DequantizeTokenRowsToBF16(codes, params, rows, d, group, dst);
+          }
+          codes += rows * row_bytes;
           params += rows * 2 * (d / group);
         }
         return absl::OkStatus();
