@@ -7,6 +7,7 @@
 //   build/bench/kvcodec_micro_bench --benchmark_min_time=0.2
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -93,6 +94,25 @@ void BM_QuantizeInt4Token(benchmark::State& state) {
   for (auto _ : state) {
     auto q = Quantize(spec, DeltaConfig{}, ss, st.floats);
     benchmark::DoNotOptimize(q->main_codes.data());
+  }
+  Report(state, st);
+}
+
+// The encoder's path from bf16 rows to packed codes (what the three stages above do apart).
+void BM_QuantizeBF16ToPacked(benchmark::State& state) {
+  const Stage& st = GetStage(state.range(0));
+  const int d = st.shape.head_dim;
+  std::vector<uint8_t> packed(st.rows * d / 2);
+  std::vector<uint16_t> params(st.rows * 2);
+  for (auto _ : state) {
+    for (size_t r = 0; r < st.rows; ++r) {
+      if (!QuantizeBF16RowToPacked(st.bf16.data() + r * d * 2, d, d, 4, packed.data() + r * d / 2,
+                                   params.data() + 2 * r)
+               .ok()) {
+        state.SkipWithError("quantize failed");
+      }
+    }
+    benchmark::DoNotOptimize(packed.data());
   }
   Report(state, st);
 }
@@ -188,9 +208,18 @@ void BM_FrameInt4Rans(benchmark::State& state) {
                           static_cast<int64_t>(2 * k.bf16.size()));
 }
 
+// With --benchmark_repetitions=N, "_min" rows give each stage's least disturbed run (the
+// machines here are shared and noisy; compare stages by their minimum).
+double MinOf(const std::vector<double>& v) { return *std::min_element(v.begin(), v.end()); }
+#undef BENCHMARK
+#define BENCHMARK(fn) BENCHMARK_PRIVATE_DECLARE(fn) = \
+    (::benchmark::internal::RegisterBenchmarkInternal( \
+         new ::benchmark::internal::FunctionBenchmark(#fn, fn)))->ComputeStatistics("min", MinOf)
+
 BENCHMARK(BM_Memcpy);
 BENCHMARK(BM_BF16ToFloat)->ArgName("values")->Arg(0)->Arg(1);
 BENCHMARK(BM_QuantizeInt4Token)->ArgName("values")->Arg(0)->Arg(1);
+BENCHMARK(BM_QuantizeBF16ToPacked)->ArgName("values")->Arg(0)->Arg(1);
 BENCHMARK(BM_CodesToSymbols)->ArgName("values")->Arg(0)->Arg(1);
 BENCHMARK(BM_RansEncode)->ArgName("values")->Arg(0)->Arg(1);
 BENCHMARK(BM_RansDecode)->ArgName("values")->Arg(0)->Arg(1);

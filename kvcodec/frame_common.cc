@@ -416,20 +416,42 @@ absl::Status ReadCodeStream(ByteReader& r, int head_dim, int bits, std::span<uin
 
 namespace {
 
-// One buffer per thread, reused: sections decode one after another on a thread, and a fresh
-// allocation of a few MB per section costs its page faults every time.
-uint8_t* ThreadScratch(size_t bytes) {
-  thread_local std::unique_ptr<uint8_t[]> buffer;
-  thread_local size_t capacity = 0;
-  if (bytes > capacity) {
-    buffer.reset();
-    buffer.reset(new uint8_t[bytes]);
-    capacity = bytes;
+// A buffer per thread and use, reused: sections code one after another on a thread, and a
+// fresh allocation of a few MB per section costs its page faults every time.
+enum class ScratchUse { kDecode, kEncode };
+uint8_t* ThreadScratch(ScratchUse use, size_t bytes) {
+  thread_local std::unique_ptr<uint8_t[]> buffers[2];
+  thread_local size_t capacity[2] = {0, 0};
+  const int i = static_cast<int>(use);
+  if (bytes > capacity[i]) {
+    buffers[i].reset();
+    buffers[i].reset(new uint8_t[bytes]);
+    capacity[i] = bytes;
   }
-  return buffer.get();
+  return buffers[i].get();
 }
 
 }  // namespace
+
+uint8_t* PackedEncodeScratch(size_t bytes) { return ThreadScratch(ScratchUse::kEncode, bytes); }
+
+void WritePackedCodeStream(ByteWriter& w, std::span<const uint8_t> packed, int head_dim, int bits,
+                           EntropyCoder coder, int zstd_level) {
+  // WriteCodeStream's choices, on bytes that are both its rANS symbols and its PackBits output.
+  if (coder == EntropyCoder::kRans) {
+    const int k = CodesPerSymbol(bits);
+    const std::vector<uint8_t> coded = RansEncode(packed, std::max(head_dim / k, 1), std::min(8, k * bits));
+    if (coded.size() < packed.size()) {
+      w.U8(static_cast<uint8_t>(StreamMethod::kRans));
+      w.Varint(static_cast<uint32_t>(packed.size()));
+      w.Varint(static_cast<uint32_t>(coded.size()));
+      w.Bytes(coded);
+      return;
+    }
+  }
+  if (coder == EntropyCoder::kZstd) return WriteBest(w, StreamMethod::kZstd, packed, Zstd(packed, zstd_level));
+  WriteStoredStream(w, packed);
+}
 
 absl::Status ReadPackedCodeStream(ByteReader& r, int head_dim, int bits, size_t num_codes,
                                   std::span<const uint8_t>* packed, absl::string_view what) {
@@ -440,7 +462,7 @@ absl::Status ReadPackedCodeStream(ByteReader& r, int head_dim, int bits, size_t 
     *packed = h.data;
     return absl::OkStatus();
   }
-  const std::span<uint8_t> buf(ThreadScratch(packed_len), packed_len);
+  const std::span<uint8_t> buf(ThreadScratch(ScratchUse::kDecode, packed_len), packed_len);
   if (h.method == StreamMethod::kZstd) {
     KVC_RETURN_IF_ERROR(Unzstd(h.data, buf, what));
   } else {

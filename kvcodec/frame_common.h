@@ -99,6 +99,13 @@ void WriteByteStream(ByteWriter& w, std::span<const uint8_t> data, int row_len,
 void WriteCodeStream(ByteWriter& w, std::span<const uint8_t> codes, int head_dim, int bits,
                      EntropyCoder coder, int zstd_level);
 
+// WriteCodeStream for codes already packed as PackBits packs them, where
+// PackedRowsSupported(bits, head_dim): the same bytes, without the unpacked copy.
+void WritePackedCodeStream(ByteWriter& w, std::span<const uint8_t> packed, int head_dim, int bits,
+                           EntropyCoder coder, int zstd_level);
+// A buffer of this thread's for packed codes being encoded, valid until its next call.
+uint8_t* PackedEncodeScratch(size_t bytes);
+
 // Reads a byte stream whose stored form must be exactly out.size() bytes.
 absl::Status ReadByteStream(ByteReader& r, int row_len, std::span<uint8_t> out,
                             absl::string_view what, int element_size = 1);

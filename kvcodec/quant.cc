@@ -849,6 +849,93 @@ absl::Status UnpackBits(std::span<const uint8_t> packed, int bits, size_t n,
 
 namespace kvcodec {
 
+absl::Status QuantizeBF16RowToPacked(const void* row_bytes, int d, int g, int bits,
+                                     uint8_t* packed, uint16_t* params) {
+  const auto* row = static_cast<const unsigned char*>(row_bytes);  // may be unaligned
+  // The row as float and as codes, in L1: the same kernels as Quantize, one row at a time.
+  alignas(16) float x[kMaxPackedRow];
+  alignas(16) uint8_t codes[kMaxPackedRow];
+  int i = 0;
+#if defined(__SSE2__)
+  const __m128i zero = _mm_setzero_si128();
+  for (; i + 8 <= d; i += 8) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * i));
+    _mm_store_ps(x + i, _mm_castsi128_ps(_mm_unpacklo_epi16(zero, h)));
+    _mm_store_ps(x + i + 4, _mm_castsi128_ps(_mm_unpackhi_epi16(zero, h)));
+  }
+#endif
+  for (; i < d; ++i) {
+    uint16_t h;
+    std::memcpy(&h, row + 2 * i, 2);
+    x[i] = BF16ToFloat(h);
+  }
+  const float levels = static_cast<float>((1 << bits) - 1);
+#if defined(__SSE2__)
+  // QuantizeTokenGroups' arithmetic spelled in SSE2: GCC vectorises its std::max/std::min
+  // (NaN-aware) as compare-and-blend, and the float -> byte narrowing poorly. Values are
+  // finite here (checked per group), where maxps/minps agree with std::max/std::min up to the
+  // sign of a zero, which + 0.5 and truncation erase.
+  if (g % 16 == 0) {
+    const __m128 zero_ps = _mm_setzero_ps(), top = _mm_set1_ps(levels), half = _mm_set1_ps(0.5f);
+    for (int j = 0; j < d / g; ++j) {
+      const float* xg = x + j * g;
+      float lo, hi;
+      Params p;
+      if (!MinMax(xg, g, &lo, &hi) || !(lo >= -kHalfMax && hi <= kHalfMax) ||
+          !ChooseParams(lo, hi, levels, &p)) {
+        return ValueRangeError();
+      }
+      params[2 * j] = p.scale_bits;
+      params[2 * j + 1] = p.offset_bits;
+      const __m128 off = _mm_set1_ps(p.offset), inv = _mm_set1_ps(p.inv_scale);
+      auto code4 = [&](const float* v) {
+        __m128 q = _mm_mul_ps(_mm_sub_ps(_mm_load_ps(v), off), inv);
+        q = _mm_min_ps(_mm_max_ps(q, zero_ps), top);
+        return _mm_cvttps_epi32(_mm_add_ps(q, half));
+      };
+      for (int c = 0; c < g; c += 16) {
+        const __m128i w0 = _mm_packs_epi32(code4(xg + c), code4(xg + c + 4));
+        const __m128i w1 = _mm_packs_epi32(code4(xg + c + 8), code4(xg + c + 12));
+        _mm_store_si128(reinterpret_cast<__m128i*>(codes + j * g + c), _mm_packus_epi16(w0, w1));
+      }
+    }
+  } else
+#endif
+  if (!QuantizeTokenGroups(x, static_cast<size_t>(d / g), g, levels, codes, params, nullptr,
+                           nullptr)) {
+    return ValueRangeError();
+  }
+  switch (bits) {
+    case 8:
+      std::memcpy(packed, codes, d);
+      break;
+    case 4: {
+      int j = 0;
+#if defined(__SSE2__)
+      // 16-bit lane k holds codes 2k (low byte) and 2k + 1 (high byte): fold them into one.
+      const __m128i low = _mm_set1_epi16(0x00ff);
+      for (; j + 16 <= d / 2; j += 16) {
+        const __m128i a = _mm_load_si128(reinterpret_cast<const __m128i*>(codes + 2 * j));
+        const __m128i b = _mm_load_si128(reinterpret_cast<const __m128i*>(codes + 2 * j + 16));
+        const __m128i fa = _mm_or_si128(_mm_and_si128(a, low), _mm_srli_epi16(a, 4));
+        const __m128i fb = _mm_or_si128(_mm_and_si128(b, low), _mm_srli_epi16(b, 4));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(packed + j),
+                         _mm_packus_epi16(_mm_and_si128(fa, low), _mm_and_si128(fb, low)));
+      }
+#endif
+      for (; j < d / 2; ++j) packed[j] = static_cast<uint8_t>(codes[2 * j] | codes[2 * j + 1] << 4);
+      break;
+    }
+    default:  // 2
+      for (int j = 0; j < d / 4; ++j) {
+        packed[j] = static_cast<uint8_t>(codes[4 * j] | codes[4 * j + 1] << 2 | codes[4 * j + 2] << 4 |
+                                         codes[4 * j + 3] << 6);
+      }
+      break;
+  }
+  return absl::OkStatus();
+}
+
 void DequantizeTokenRowsToBF16(const uint8_t* codes, const uint16_t* params, size_t rows,
                                int head_dim, int group, uint16_t* out) {
   const size_t groups = static_cast<size_t>(rows) * (head_dim / group);

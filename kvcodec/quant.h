@@ -96,4 +96,13 @@ void DequantizePackedTokenRowsToBF16(const uint8_t* packed, int bits, const uint
 // Whether DequantizePackedTokenRowsToBF16 takes rows of this shape.
 bool PackedRowsSupported(int bits, int head_dim);
 
+// Quantize (per token, no delta) of one bf16 row of head_dim values (any alignment) in groups of `group`,
+// straight to packed codes (head_dim * bits / 8 bytes, the layout above) and head_dim / group
+// (scale, offset) pairs, with no float copy of the section: the codes and parameters are
+// exactly Quantize's. Requires PackedRowsSupported(bits, head_dim) and head_dim <=
+// kMaxPackedRow. Fails as Quantize does on a value outside the half range.
+inline constexpr int kMaxPackedRow = 1024;
+absl::Status QuantizeBF16RowToPacked(const void* row, int head_dim, int group, int bits,
+                                     uint8_t* packed, uint16_t* params);
+
 }  // namespace kvcodec

@@ -7,6 +7,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <string>
@@ -852,6 +853,73 @@ TEST(FusedDequantTest, PackedMatchesUnpackedAtEveryGroupSize) {
   EXPECT_FALSE(PackedRowsSupported(3, 128));
   EXPECT_FALSE(PackedRowsSupported(4, 3));
   EXPECT_TRUE(PackedRowsSupported(2, 4));
+}
+
+}  // namespace
+}  // namespace kvcodec
+
+namespace kvcodec {
+namespace {
+
+// The encoder's row-by-row path must give Quantize's codes (packed) and parameters exactly,
+// and fail where Quantize fails.
+TEST(PackedQuantizeTest, MatchesQuantizeThenPackBits) {
+  uint64_t state = 1234;
+  auto next = [&] {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    return static_cast<uint32_t>(state >> 33);
+  };
+  for (int bits : {8, 4, 2}) {
+    for (int g : {128, 64, 32, 8, 4}) {
+      const int d = 128, rows = 23;
+      std::vector<uint16_t> bf16(rows * d);
+      for (size_t i = 0; i < bf16.size(); ++i) {
+        // Mostly small values, some large outliers and signed zeros.
+        const float scale = (next() % 16 == 0) ? 900.0f : 1.5f;
+        float v = (static_cast<float>(next() % 20001) / 10000.0f - 1.0f) * scale;
+        if (next() % 97 == 0) v = (next() & 1) ? -0.0f : 0.0f;
+        bf16[i] = FloatToBF16(v);
+      }
+      std::vector<float> floats(bf16.size());
+      ToFloat(bf16.data(), DType::kBFloat16, floats.size(), floats.data());
+      QuantSpec spec;
+      spec.coding = bits == 8 ? ValueCoding::kInt8 : bits == 4 ? ValueCoding::kInt4 : ValueCoding::kInt2;
+      spec.group_size = g == d ? 0 : g;
+      SectionShape shape{.head_dim = d, .rows_per_head = {rows}};
+      auto q = Quantize(spec, DeltaConfig{}, shape, floats);
+      ASSERT_TRUE(q.ok()) << q.status();
+      const std::vector<uint8_t> expected_packed = PackBits(q->main_codes, bits);
+      std::vector<uint8_t> packed(rows * d * bits / 8);
+      std::vector<uint16_t> params(rows * 2 * (d / g));
+      // Rows at an odd byte offset: frame buffers need not be aligned.
+      std::vector<uint8_t> shifted(bf16.size() * 2 + 1);
+      std::memcpy(shifted.data() + 1, bf16.data(), bf16.size() * 2);
+      for (int r = 0; r < rows; ++r) {
+        ASSERT_TRUE(QuantizeBF16RowToPacked(shifted.data() + 1 + r * d * 2, d, g, bits,
+                                            packed.data() + r * d * bits / 8,
+                                            params.data() + r * 2 * (d / g))
+                        .ok());
+      }
+      EXPECT_EQ(packed, expected_packed) << "bits " << bits << " group " << g;
+      EXPECT_EQ(params, q->main_params) << "bits " << bits << " group " << g;
+    }
+  }
+  // Out of the half range and NaN: the same error as Quantize.
+  for (float bad : {70000.0f, std::numeric_limits<float>::quiet_NaN(),
+                    -std::numeric_limits<float>::infinity()}) {
+    std::vector<uint16_t> row(64, FloatToBF16(1.0f));
+    row[37] = FloatToBF16(bad);
+    std::vector<float> floats(64);
+    ToFloat(row.data(), DType::kBFloat16, 64, floats.data());
+    QuantSpec spec;
+    spec.coding = ValueCoding::kInt4;
+    auto q = Quantize(spec, DeltaConfig{}, SectionShape{.head_dim = 64, .rows_per_head = {1}}, floats);
+    uint8_t packed[32];
+    uint16_t params[2];
+    const absl::Status s = QuantizeBF16RowToPacked(row.data(), 64, 64, 4, packed, params);
+    ASSERT_FALSE(q.ok());
+    EXPECT_EQ(s, q.status()) << bad;
+  }
 }
 
 }  // namespace

