@@ -81,9 +81,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (eval->parsed()) {
-    std::vector<kvwire::tasks::TaskType> list;
-    for (const auto& [t, w] : *mix) list.push_back(t);
-    auto acc = EvaluateCheckpoint(model_dir, list, length, examples, eval_seed, o.threads);
+    auto acc = EvaluateCheckpoint(model_dir, TaskTypes(*mix), length, examples, eval_seed, o.threads);
     if (!acc.ok()) {
       std::cerr << "kvwire_train eval: " << acc.status() << "\n";
       return 1;
@@ -94,7 +92,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (card->parsed()) {
-    for (const auto& [t, w] : *mix) card_options.tasks.push_back(t);
+    card_options.tasks = TaskTypes(*mix);
     card_options.threads = o.threads;
     auto measured = MeasureModel(card_options);
     if (!measured.ok()) {

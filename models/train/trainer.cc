@@ -1,5 +1,6 @@
 #include "models/train/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -129,17 +130,16 @@ uint64_t Mix(uint64_t x) {  // splitmix64 finaliser
   return x ^ (x >> 31);
 }
 
-TaskType PickTask(const std::vector<std::pair<TaskType, double>>& mix, uint64_t seed,
-                  uint64_t index) {
+const TaskChoice& PickTask(const std::vector<TaskChoice>& mix, uint64_t seed, uint64_t index) {
   double total = 0;
-  for (const auto& [t, w] : mix) total += w;
+  for (const TaskChoice& c : mix) total += c.weight;
   const double u = static_cast<double>(Mix(seed * 0x100000001b3ULL ^ index) >> 11) * 0x1.0p-53;
   double acc = 0;
-  for (const auto& [t, w] : mix) {
-    acc += w / total;
-    if (u < acc) return t;
+  for (const TaskChoice& c : mix) {
+    acc += c.weight / total;
+    if (u < acc) return c;
   }
-  return mix.back().first;
+  return mix.back();
 }
 
 int LengthAt(const std::vector<std::pair<int, int>>& schedule, int step) {
@@ -291,8 +291,7 @@ absl::Status TrainImpl(const TrainOptions& o, std::ostream& log) {
                          o.layers, o.hidden, o.heads, o.kv_heads, model.parameter_count(),
                          tok->vocab_size);
 
-  std::vector<TaskType> task_list;
-  for (const auto& [t, w] : o.tasks) task_list.push_back(t);
+  const std::vector<TaskType> task_list = TaskTypes(o.tasks);
   double loss_sum = 0, weight_sum = 0, hit_sum = 0;
   auto window_start = std::chrono::steady_clock::now();
   int window_steps = 0;
@@ -301,8 +300,11 @@ absl::Status TrainImpl(const TrainOptions& o, std::ostream& log) {
     std::vector<Sequence> seqs;
     for (int i = 0; i < o.batch; ++i) {
       const uint64_t index = static_cast<uint64_t>(step) * o.batch + i;
-      tasks::TaskParams params{.task = PickTask(o.tasks, o.seed, index),
-                               .split = tasks::Split::kTrain, .seed = o.seed, .length = length};
+      const TaskChoice& choice = PickTask(o.tasks, o.seed, index);
+      tasks::TaskParams params{.task = choice.task, .split = tasks::Split::kTrain,
+                               .seed = o.seed, .length = length,
+                               .value_digits = choice.value_digits,
+                               .key_words = choice.key_words};
       auto ex = tasks::GenerateExample(params, index);
       if (!ex.ok()) return ex.status();
       seqs.push_back(MakeSequence(*vocab, *ex));
@@ -381,20 +383,40 @@ absl::Status TrainImpl(const TrainOptions& o, std::ostream& log) {
 
 }  // namespace
 
-absl::StatusOr<std::vector<std::pair<TaskType, double>>> ParseTaskMix(const std::string& s) {
-  std::vector<std::pair<TaskType, double>> mix;
+absl::StatusOr<std::vector<TaskChoice>> ParseTaskMix(const std::string& s) {
+  std::vector<TaskChoice> mix;
   for (absl::string_view item : absl::StrSplit(s, ',', absl::SkipEmpty())) {
     std::vector<absl::string_view> kv = absl::StrSplit(item, ':');
-    double weight = 1.0;
-    if (kv.size() > 2 || (kv.size() == 2 && (!absl::SimpleAtod(kv[1], &weight) || !(weight > 0)))) {
+    TaskChoice c;
+    if (kv.size() > 2 || (kv.size() == 2 && (!absl::SimpleAtod(kv[1], &c.weight) || !(c.weight > 0)))) {
       return absl::InvalidArgumentError(absl::StrCat("bad task weight '", item, "'"));
     }
-    auto task = tasks::ParseTaskType(std::string(kv[0]));
+    std::vector<absl::string_view> parts = absl::StrSplit(kv[0], '/');
+    auto task = tasks::ParseTaskType(std::string(parts[0]));
     if (!task.ok()) return task.status();
-    mix.emplace_back(*task, weight);
+    c.task = *task;
+    for (size_t i = 1; i < parts.size(); ++i) {
+      int v = 0;
+      const absl::string_view opt = parts[i];
+      if (opt.size() < 2 || !absl::SimpleAtoi(opt.substr(1), &v) || v < 1 ||
+          (opt[0] != 'k' && opt[0] != 'd')) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("bad task option '", opt, "' in '", item, "' (kN: key words, dN: value digits)"));
+      }
+      (opt[0] == 'k' ? c.key_words : c.value_digits) = v;
+    }
+    mix.push_back(c);
   }
   if (mix.empty()) return absl::InvalidArgumentError("empty task mix");
   return mix;
+}
+
+std::vector<TaskType> TaskTypes(const std::vector<TaskChoice>& mix) {
+  std::vector<TaskType> types;
+  for (const TaskChoice& c : mix) {
+    if (std::find(types.begin(), types.end(), c.task) == types.end()) types.push_back(c.task);
+  }
+  return types;
 }
 
 absl::StatusOr<std::vector<std::pair<int, int>>> ParseSchedule(const std::string& s) {

@@ -20,6 +20,16 @@
 
 namespace kvwire::train {
 
+// One entry of a training task mix. Variants of a task (e.g. MQAR with two-word keys and
+// five-digit values: dense supervision of multi-key's lookup) are curricula for the tasks
+// the models are judged on; held-out evaluation always uses each task's defaults.
+struct TaskChoice {
+  tasks::TaskType task = tasks::TaskType::kPasskey;
+  double weight = 1.0;
+  int key_words = 0;     // 0: the task's default
+  int value_digits = 0;  // 0: the task's default
+};
+
 struct TrainOptions {
   std::string out_dir;  // checkpoint directory: config.json, weights, tokenizer, train state
   // Architecture (Llama, untied head). vocab_size is set from the tokenizer.
@@ -30,8 +40,8 @@ struct TrainOptions {
   int intermediate = 384;
   double rope_theta = 10000.0;
   int max_positions = 4096;
-  // Task mix: (task, weight); each example draws its task with these weights.
-  std::vector<std::pair<tasks::TaskType, double>> tasks;
+  // Task mix; each example draws its task with these weights.
+  std::vector<TaskChoice> tasks;
   // Length curriculum: (prompt length in words, last step at that length); the last stage
   // runs to `steps`.
   std::vector<std::pair<int, int>> schedule = {{512, 0}};
@@ -50,9 +60,13 @@ struct TrainOptions {
   bool resume = false;  // continue from out_dir's checkpoint and train state
 };
 
-// Parses "passkey:1,multikey:2" (weights > 0) and "128:1500,256:3000,512" (the last stage
-// may omit its end step). InvalidArgument on anything else.
-absl::StatusOr<std::vector<std::pair<tasks::TaskType, double>>> ParseTaskMix(const std::string& s);
+// Parses "passkey:1,multikey:2,mqar/k2/d5:2" (weights > 0; /kN sets the task's key words,
+// /dN its value digits) and "128:1500,256:3000,512" (the last stage may omit its end step).
+// InvalidArgument on anything else.
+absl::StatusOr<std::vector<TaskChoice>> ParseTaskMix(const std::string& s);
+// The distinct task types of a mix, in order (what held-out evaluation measures: each at its
+// default parameters).
+std::vector<tasks::TaskType> TaskTypes(const std::vector<TaskChoice>& mix);
 absl::StatusOr<std::vector<std::pair<int, int>>> ParseSchedule(const std::string& s);
 
 // Trains, logging progress to `log` (and as JSON lines to out_dir/train_log.jsonl), saving

@@ -43,7 +43,7 @@ TrainOptions Tiny(const fs::path& dir) {
   o.heads = 4;
   o.kv_heads = 2;
   o.intermediate = 64;
-  o.tasks = {{tasks::TaskType::kPasskey, 1.0}, {tasks::TaskType::kMqar, 1.0}};
+  o.tasks = {{.task = tasks::TaskType::kPasskey}, {.task = tasks::TaskType::kMqar}};
   o.schedule = {{128, std::numeric_limits<int>::max()}};
   o.batch = 8;
   o.lr = 3e-3;
@@ -98,9 +98,23 @@ TEST(TrainerTest, ParsesMixAndSchedule) {
   auto mix = ParseTaskMix("passkey:2,mqar");
   ASSERT_TRUE(mix.ok());
   EXPECT_EQ(mix->size(), 2u);
-  EXPECT_EQ((*mix)[0].second, 2.0);
+  EXPECT_EQ((*mix)[0].weight, 2.0);
+  EXPECT_EQ((*mix)[1].key_words, 0);
   EXPECT_FALSE(ParseTaskMix("passkey:0").ok());
   EXPECT_FALSE(ParseTaskMix("nosuchtask").ok());
+  // Task variants: options after the name; evaluation sees each task type once.
+  auto variants = ParseTaskMix("mqar:1,mqar/k2/d5:3,multikey");
+  ASSERT_TRUE(variants.ok()) << variants.status();
+  ASSERT_EQ(variants->size(), 3u);
+  EXPECT_EQ((*variants)[1].task, tasks::TaskType::kMqar);
+  EXPECT_EQ((*variants)[1].key_words, 2);
+  EXPECT_EQ((*variants)[1].value_digits, 5);
+  EXPECT_EQ((*variants)[1].weight, 3.0);
+  EXPECT_EQ(TaskTypes(*variants),
+            (std::vector<tasks::TaskType>{tasks::TaskType::kMqar, tasks::TaskType::kMultiKey}));
+  EXPECT_FALSE(ParseTaskMix("mqar/x2").ok());
+  EXPECT_FALSE(ParseTaskMix("mqar/k0").ok());
+  EXPECT_FALSE(ParseTaskMix("mqar/k").ok());
   auto sched = ParseSchedule("128:100,256:300,512");
   ASSERT_TRUE(sched.ok());
   EXPECT_EQ(sched->size(), 3u);
