@@ -104,13 +104,11 @@ void BM_QuantizeBF16ToPacked(benchmark::State& state) {
   const int d = st.shape.head_dim;
   std::vector<uint8_t> packed(st.rows * d / 2);
   std::vector<uint16_t> params(st.rows * 2);
+  std::vector<const void*> rows(st.rows);
+  for (size_t r = 0; r < st.rows; ++r) rows[r] = st.bf16.data() + r * d * 2;
   for (auto _ : state) {
-    for (size_t r = 0; r < st.rows; ++r) {
-      if (!QuantizeBF16RowToPacked(st.bf16.data() + r * d * 2, d, d, 4, packed.data() + r * d / 2,
-                                   params.data() + 2 * r)
-               .ok()) {
-        state.SkipWithError("quantize failed");
-      }
+    if (!QuantizeBF16RowsToPacked(rows, d, d, 4, packed.data(), params.data()).ok()) {
+      state.SkipWithError("quantize failed");
     }
     benchmark::DoNotOptimize(packed.data());
   }

@@ -44,6 +44,9 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>  // AVX2 row quantizer, chosen at run time
+#endif
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -849,62 +852,10 @@ absl::Status UnpackBits(std::span<const uint8_t> packed, int bits, size_t n,
 
 namespace kvcodec {
 
-absl::Status QuantizeBF16RowToPacked(const void* row_bytes, int d, int g, int bits,
-                                     uint8_t* packed, uint16_t* params) {
-  const auto* row = static_cast<const unsigned char*>(row_bytes);  // may be unaligned
-  // The row as float and as codes, in L1: the same kernels as Quantize, one row at a time.
-  alignas(16) float x[kMaxPackedRow];
-  alignas(16) uint8_t codes[kMaxPackedRow];
-  int i = 0;
-#if defined(__SSE2__)
-  const __m128i zero = _mm_setzero_si128();
-  for (; i + 8 <= d; i += 8) {
-    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * i));
-    _mm_store_ps(x + i, _mm_castsi128_ps(_mm_unpacklo_epi16(zero, h)));
-    _mm_store_ps(x + i + 4, _mm_castsi128_ps(_mm_unpackhi_epi16(zero, h)));
-  }
-#endif
-  for (; i < d; ++i) {
-    uint16_t h;
-    std::memcpy(&h, row + 2 * i, 2);
-    x[i] = BF16ToFloat(h);
-  }
-  const float levels = static_cast<float>((1 << bits) - 1);
-#if defined(__SSE2__)
-  // QuantizeTokenGroups' arithmetic spelled in SSE2: GCC vectorises its std::max/std::min
-  // (NaN-aware) as compare-and-blend, and the float -> byte narrowing poorly. Values are
-  // finite here (checked per group), where maxps/minps agree with std::max/std::min up to the
-  // sign of a zero, which + 0.5 and truncation erase.
-  if (g % 16 == 0) {
-    const __m128 zero_ps = _mm_setzero_ps(), top = _mm_set1_ps(levels), half = _mm_set1_ps(0.5f);
-    for (int j = 0; j < d / g; ++j) {
-      const float* xg = x + j * g;
-      float lo, hi;
-      Params p;
-      if (!MinMax(xg, g, &lo, &hi) || !(lo >= -kHalfMax && hi <= kHalfMax) ||
-          !ChooseParams(lo, hi, levels, &p)) {
-        return ValueRangeError();
-      }
-      params[2 * j] = p.scale_bits;
-      params[2 * j + 1] = p.offset_bits;
-      const __m128 off = _mm_set1_ps(p.offset), inv = _mm_set1_ps(p.inv_scale);
-      auto code4 = [&](const float* v) {
-        __m128 q = _mm_mul_ps(_mm_sub_ps(_mm_load_ps(v), off), inv);
-        q = _mm_min_ps(_mm_max_ps(q, zero_ps), top);
-        return _mm_cvttps_epi32(_mm_add_ps(q, half));
-      };
-      for (int c = 0; c < g; c += 16) {
-        const __m128i w0 = _mm_packs_epi32(code4(xg + c), code4(xg + c + 4));
-        const __m128i w1 = _mm_packs_epi32(code4(xg + c + 8), code4(xg + c + 12));
-        _mm_store_si128(reinterpret_cast<__m128i*>(codes + j * g + c), _mm_packus_epi16(w0, w1));
-      }
-    }
-  } else
-#endif
-  if (!QuantizeTokenGroups(x, static_cast<size_t>(d / g), g, levels, codes, params, nullptr,
-                           nullptr)) {
-    return ValueRangeError();
-  }
+namespace {
+
+// A row's codes (one per byte) into PackBits layout, bits 8, 4 or 2.
+void PackRowCodes(const uint8_t* codes, int d, int bits, uint8_t* packed) {
   switch (bits) {
     case 8:
       std::memcpy(packed, codes, d);
@@ -933,7 +884,177 @@ absl::Status QuantizeBF16RowToPacked(const void* row_bytes, int d, int g, int bi
       }
       break;
   }
+}
+
+void RowsToFloat(std::span<const void* const> rows, int d, float* x) {
+  for (const void* r : rows) {
+    const auto* row = static_cast<const unsigned char*>(r);  // may be unaligned
+    int i = 0;
+#if defined(__SSE2__)
+    const __m128i zero = _mm_setzero_si128();
+    for (; i + 8 <= d; i += 8) {
+      const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * i));
+      _mm_storeu_ps(x + i, _mm_castsi128_ps(_mm_unpacklo_epi16(zero, h)));
+      _mm_storeu_ps(x + i + 4, _mm_castsi128_ps(_mm_unpackhi_epi16(zero, h)));
+    }
+#endif
+    for (; i < d; ++i) {
+      uint16_t h;
+      std::memcpy(&h, row + 2 * i, 2);
+      x[i] = BF16ToFloat(h);
+    }
+    x += d;
+  }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+bool HaveAvx2() {
+  static const bool have = __builtin_cpu_supports("avx2");
+  return have;
+}
+
+// Min and max of a group of 32k finite-checked values, 8 lanes wide with two accumulators.
+// They do not depend on the visiting order except for the sign of a zero, which reaches the
+// stream (HalfRoundDown(-0) is the half -0) and which MinMax's SSE2 order decides, so a group
+// whose min or max is zero is measured again by MinMax. False on NaN.
+__attribute__((target("avx2"))) bool MinMaxAvx2(const float* x, int g, float* lo, float* hi) {
+  __m256 mn0 = _mm256_loadu_ps(x), mn1 = _mm256_loadu_ps(x + 8);
+  __m256 mx0 = mn0, mx1 = mn1;
+  __m256 bad = _mm256_or_ps(_mm256_cmp_ps(mn0, mn0, _CMP_UNORD_Q), _mm256_cmp_ps(mn1, mn1, _CMP_UNORD_Q));
+  for (int c = 16; c < g; c += 16) {
+    const __m256 a = _mm256_loadu_ps(x + c), b = _mm256_loadu_ps(x + c + 8);
+    mn0 = _mm256_min_ps(a, mn0);
+    mn1 = _mm256_min_ps(b, mn1);
+    mx0 = _mm256_max_ps(a, mx0);
+    mx1 = _mm256_max_ps(b, mx1);
+    bad = _mm256_or_ps(bad, _mm256_or_ps(_mm256_cmp_ps(a, a, _CMP_UNORD_Q), _mm256_cmp_ps(b, b, _CMP_UNORD_Q)));
+  }
+  if (_mm256_movemask_ps(bad) != 0) return false;
+  const __m256 mn = _mm256_min_ps(mn0, mn1), mx = _mm256_max_ps(mx0, mx1);
+  __m128 l = _mm_min_ps(_mm256_castps256_ps128(mn), _mm256_extractf128_ps(mn, 1));
+  __m128 h = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+  l = _mm_min_ps(l, _mm_movehl_ps(l, l));
+  h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+  *lo = _mm_cvtss_f32(_mm_min_ss(l, _mm_shuffle_ps(l, l, 1)));
+  *hi = _mm_cvtss_f32(_mm_max_ss(h, _mm_shuffle_ps(h, h, 1)));
+  if (*lo == 0.0f || *hi == 0.0f) return MinMax(x, g, lo, hi);
+  return true;
+}
+
+// 8 codes: QuantizeSpan's arithmetic, the same operations per element.
+__attribute__((target("avx2"))) inline __m256i Codes8(const float* v, __m256 off, __m256 inv,
+                                                      __m256 top) {
+  __m256 q = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(v), off), inv);
+  q = _mm256_min_ps(_mm256_max_ps(q, _mm256_setzero_ps()), top);
+  return _mm256_cvttps_epi32(_mm256_add_ps(q, _mm256_set1_ps(0.5f)));
+}
+
+// Codes of a group of 32k values.
+__attribute__((target("avx2"))) void CodesAvx2(const float* x, int g, const Params& p, float levels,
+                                               uint8_t* codes) {
+  const __m256 off = _mm256_set1_ps(p.offset), inv = _mm256_set1_ps(p.inv_scale);
+  const __m256 top = _mm256_set1_ps(levels);
+  // packs/packus work within 128-bit halves; this puts the dwords back in order.
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  for (int c = 0; c < g; c += 32) {
+    const __m256i p01 = _mm256_packs_epi32(Codes8(x + c, off, inv, top), Codes8(x + c + 8, off, inv, top));
+    const __m256i p23 = _mm256_packs_epi32(Codes8(x + c + 16, off, inv, top), Codes8(x + c + 24, off, inv, top));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(codes + c),
+                        _mm256_permutevar8x32_epi32(_mm256_packus_epi16(p01, p23), order));
+  }
+}
+#endif
+
+#if defined(__SSE2__)
+// Codes of a group of 16k values: QuantizeSpan's arithmetic in SSE2 (GCC vectorises its
+// NaN-aware std::max/std::min as compare-and-blend, and the narrowing to bytes poorly). Values
+// are finite here, where maxps/minps agree with std::max/std::min up to the sign of a zero,
+// which + 0.5 and truncation erase.
+void CodesSse2(const float* x, int g, const Params& p, float levels, uint8_t* codes) {
+  const __m128 off = _mm_set1_ps(p.offset), inv = _mm_set1_ps(p.inv_scale);
+  const __m128 zero = _mm_setzero_ps(), top = _mm_set1_ps(levels), half = _mm_set1_ps(0.5f);
+  auto code4 = [&](const float* v) {
+    __m128 q = _mm_mul_ps(_mm_sub_ps(_mm_loadu_ps(v), off), inv);
+    q = _mm_min_ps(_mm_max_ps(q, zero), top);
+    return _mm_cvttps_epi32(_mm_add_ps(q, half));
+  };
+  for (int c = 0; c < g; c += 16) {
+    const __m128i w0 = _mm_packs_epi32(code4(x + c), code4(x + c + 4));
+    const __m128i w1 = _mm_packs_epi32(code4(x + c + 8), code4(x + c + 12));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(codes + c), _mm_packus_epi16(w0, w1));
+  }
+}
+#endif
+
+}  // namespace
+
+absl::Status QuantizeBF16RowsToPacked(std::span<const void* const> rows, int d, int g, int bits,
+                                      uint8_t* packed, uint16_t* params) {
+  // Batches of rows in L1: every group's range first, then every group's parameters (scalar
+  // chains of dependent steps that overlap across groups), then the codes, as
+  // QuantizeTokenGroups orders its work. One row at a time left the parameters on the
+  // critical path.
+  constexpr int kBatchFloats = 8192;  // >= kMaxPackedRow
+  constexpr int kBatchGroups = 1024;  // >= kMaxPackedRow
+  alignas(32) float x[kBatchFloats];
+  alignas(32) uint8_t codes[kBatchFloats];
+  float lo[kBatchGroups], hi[kBatchGroups];
+  Params p[kBatchGroups];
+  const float levels = static_cast<float>((1 << bits) - 1);
+  const int groups_per_row = d / g;
+  const size_t row_bytes = static_cast<size_t>(d) * bits / 8;
+  const size_t batch_rows = std::max(1, std::min(kBatchFloats / d, kBatchGroups / groups_per_row));
+#if defined(__x86_64__) && defined(__GNUC__)
+  const bool avx2 = g % 32 == 0 && HaveAvx2();
+#endif
+  for (size_t r0 = 0; r0 < rows.size(); r0 += batch_rows) {
+    const std::span<const void* const> batch = rows.subspan(r0, std::min(batch_rows, rows.size() - r0));
+    const int groups = static_cast<int>(batch.size()) * groups_per_row;
+    RowsToFloat(batch, d, x);
+    uint16_t* batch_params = params + r0 * 2 * groups_per_row;
+#if defined(__SSE2__)
+    if (g % 16 == 0) {
+      bool ok = true;
+      for (int j = 0; j < groups; ++j) {
+        const float* xg = x + static_cast<size_t>(j) * g;
+#if defined(__x86_64__) && defined(__GNUC__)
+        ok &= avx2 ? MinMaxAvx2(xg, g, &lo[j], &hi[j]) : MinMax(xg, g, &lo[j], &hi[j]);
+#else
+        ok &= MinMax(xg, g, &lo[j], &hi[j]);
+#endif
+        ok &= lo[j] >= -kHalfMax && hi[j] <= kHalfMax;
+      }
+      for (int j = 0; j < groups; ++j) ok &= ChooseParams(lo[j], hi[j], levels, &p[j]);
+      if (!ok) return ValueRangeError();
+      for (int j = 0; j < groups; ++j) {
+        batch_params[2 * j] = p[j].scale_bits;
+        batch_params[2 * j + 1] = p[j].offset_bits;
+        const float* xg = x + static_cast<size_t>(j) * g;
+#if defined(__x86_64__) && defined(__GNUC__)
+        if (avx2) {
+          CodesAvx2(xg, g, p[j], levels, codes + static_cast<size_t>(j) * g);
+          continue;
+        }
+#endif
+        CodesSse2(xg, g, p[j], levels, codes + static_cast<size_t>(j) * g);
+      }
+    } else
+#endif
+    if (!QuantizeTokenGroups(x, static_cast<size_t>(groups), g, levels, codes, batch_params,
+                             nullptr, nullptr)) {
+      return ValueRangeError();
+    }
+    for (size_t r = 0; r < batch.size(); ++r) {
+      PackRowCodes(codes + r * d, d, bits, packed + (r0 + r) * row_bytes);
+    }
+  }
   return absl::OkStatus();
+}
+
+absl::Status QuantizeBF16RowToPacked(const void* row, int d, int g, int bits, uint8_t* packed,
+                                     uint16_t* params) {
+  const void* rows[1] = {row};
+  return QuantizeBF16RowsToPacked(rows, d, g, bits, packed, params);
 }
 
 void DequantizeTokenRowsToBF16(const uint8_t* codes, const uint16_t* params, size_t rows,

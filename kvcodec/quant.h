@@ -104,5 +104,9 @@ bool PackedRowsSupported(int bits, int head_dim);
 inline constexpr int kMaxPackedRow = 1024;
 absl::Status QuantizeBF16RowToPacked(const void* row, int head_dim, int group, int bits,
                                      uint8_t* packed, uint16_t* params);
+// The same for many rows (their packed codes and parameters one after another); faster than
+// row by row, as the per-group parameter arithmetic of a batch of rows overlaps.
+absl::Status QuantizeBF16RowsToPacked(std::span<const void* const> rows, int head_dim, int group,
+                                      int bits, uint8_t* packed, uint16_t* params);
 
 }  // namespace kvcodec

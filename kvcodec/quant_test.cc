@@ -904,6 +904,64 @@ TEST(PackedQuantizeTest, MatchesQuantizeThenPackBits) {
       EXPECT_EQ(params, q->main_params) << "bits " << bits << " group " << g;
     }
   }
+  // Many rows at once (several batches; groups of 2 make the most groups per batch), rows
+  // taken out of order as kept tokens are.
+  for (int g : {128, 32, 16, 2}) {
+    const int d = 128, rows = 300, bits = 4;
+    std::vector<uint16_t> src(rows * d);
+    for (auto& v : src) v = FloatToBF16((static_cast<float>(next() % 2001) / 1000.0f - 1.0f) * 3.0f);
+    std::vector<const void*> ptrs;
+    std::vector<uint16_t> gathered;
+    for (int r = rows - 1; r >= 0; r -= 2) {
+      ptrs.push_back(src.data() + r * d);
+      gathered.insert(gathered.end(), src.begin() + r * d, src.begin() + (r + 1) * d);
+    }
+    const int n = static_cast<int>(ptrs.size());
+    std::vector<float> floats(gathered.size());
+    ToFloat(gathered.data(), DType::kBFloat16, floats.size(), floats.data());
+    QuantSpec spec;
+    spec.coding = ValueCoding::kInt4;
+    spec.group_size = g == d ? 0 : g;
+    auto q = Quantize(spec, DeltaConfig{}, SectionShape{.head_dim = d, .rows_per_head = {n}}, floats);
+    ASSERT_TRUE(q.ok());
+    std::vector<uint8_t> packed(n * d * bits / 8);
+    std::vector<uint16_t> params(n * 2 * (d / g));
+    ASSERT_TRUE(QuantizeBF16RowsToPacked(ptrs, d, g, bits, packed.data(), params.data()).ok());
+    EXPECT_EQ(packed, PackBits(q->main_codes, bits)) << "rows, group " << g;
+    EXPECT_EQ(params, q->main_params) << "rows, group " << g;
+  }
+  // Groups whose minimum or maximum is a zero of either sign: the sign reaches the offset
+  // (HalfRoundDown(-0) is -0), and every vector width must pick the one Quantize picks.
+  for (int bits : {4, 2}) {
+    const int d = 128, rows = 512;
+    std::vector<uint16_t> bf16(rows * d);
+    for (int r = 0; r < rows; ++r) {
+      for (int c = 0; c < d; ++c) {
+        // Rows of only zeros of random sign, or zeros among positive values.
+        float v = (r % 3 == 0) ? 0.0f : static_cast<float>(next() % 1000) / 1000.0f;
+        if (v == 0.0f || next() % 3 == 0) v = (next() & 1) ? -0.0f : 0.0f;
+        if (r % 4 == 1) v = -v;  // maxima of zero
+        bf16[r * d + c] = FloatToBF16(v);
+      }
+    }
+    std::vector<float> floats(bf16.size());
+    ToFloat(bf16.data(), DType::kBFloat16, floats.size(), floats.data());
+    QuantSpec spec;
+    spec.coding = bits == 4 ? ValueCoding::kInt4 : ValueCoding::kInt2;
+    spec.group_size = 32;
+    auto q = Quantize(spec, DeltaConfig{}, SectionShape{.head_dim = d, .rows_per_head = {rows}}, floats);
+    ASSERT_TRUE(q.ok());
+    std::vector<uint8_t> packed(rows * d * bits / 8);
+    std::vector<uint16_t> params(rows * 2 * (d / 32));
+    for (int r = 0; r < rows; ++r) {
+      ASSERT_TRUE(QuantizeBF16RowToPacked(bf16.data() + r * d, d, 32, bits,
+                                          packed.data() + r * d * bits / 8,
+                                          params.data() + r * 2 * (d / 32))
+                      .ok());
+    }
+    EXPECT_EQ(params, q->main_params) << "signed zeros, bits " << bits;
+    EXPECT_EQ(packed, PackBits(q->main_codes, bits)) << "signed zeros, bits " << bits;
+  }
   // Out of the half range and NaN: the same error as Quantize.
   for (float bad : {70000.0f, std::numeric_limits<float>::quiet_NaN(),
                     -std::numeric_limits<float>::infinity()}) {

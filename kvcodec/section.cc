@@ -171,20 +171,17 @@ absl::Status EncodeSection(ByteWriter& w, const CacheShape& shape, const QuantSp
         // The common case row by row, from bf16 to packed codes (DecodeSection's mirror).
         const int group = spec.group_size > 0 ? spec.group_size : d;
         const size_t row_bytes = static_cast<size_t>(d) * spec.bits() / 8;
-        size_t rows = 0;
-        for (const auto& l : kept) rows += l.size();
-        uint8_t* packed = PackedEncodeScratch(std::max<size_t>(rows * row_bytes, 1));
-        std::vector<uint16_t> params(rows * 2 * (d / group));
-        size_t r = 0;
+        std::vector<const void*> row_ptrs;
         for (size_t h = 0; h < kept.size(); ++h) {
           for (int32_t t : kept[h]) {
-            const uint8_t* src = static_cast<const uint8_t*>(data) + (h * shape.num_tokens + t) * d * 2;
-            KVC_RETURN_IF_ERROR(QuantizeBF16RowToPacked(src, d, group, spec.bits(),
-                                                        packed + r * row_bytes,
-                                                        params.data() + r * 2 * (d / group)));
-            ++r;
+            row_ptrs.push_back(static_cast<const uint8_t*>(data) + (h * shape.num_tokens + t) * d * 2);
           }
         }
+        const size_t rows = row_ptrs.size();
+        uint8_t* packed = PackedEncodeScratch(std::max<size_t>(rows * row_bytes, 1));
+        std::vector<uint16_t> params(rows * 2 * (d / group));
+        KVC_RETURN_IF_ERROR(
+            QuantizeBF16RowsToPacked(row_ptrs, d, group, spec.bits(), packed, params.data()));
         account(&bytes->payload, [&] {
           WritePackedCodeStream(w, {packed, rows * row_bytes}, d, spec.bits(), coder, level);
         });
