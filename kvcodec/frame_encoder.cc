@@ -153,6 +153,11 @@ absl::StatusOr<std::vector<uint8_t>> FrameEncoder::EncodeChunk(
                                                    kept.size(), " selections"));
   }
   std::vector<uint8_t> out;
+  // Capacity for the layers' raw bytes (what most codings stay well under): pages never
+  // written cost nothing, and a chunk of MBs is not copied as it grows.
+  const uint64_t raw = static_cast<uint64_t>(count) * 2 * m.shape.num_kv_heads *
+                       m.shape.num_tokens * m.shape.head_dim * DTypeSize(m.shape.dtype);
+  out.reserve(std::min<uint64_t>(raw + 65536, kChunkPrefix + 8 + ChunkBodyBound(m.shape, count)));
   ByteWriter w(&out);
   StartChunk(w, chunk);
   SectionBytes section_bytes;

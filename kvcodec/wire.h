@@ -27,7 +27,6 @@ class ByteWriter {
     }
     out_->push_back(static_cast<uint8_t>(v));
   }
-  // resize + memcpy rather than insert: GCC 12 reports a false -Wstringop-overflow on insert.
   void Bytes(std::span<const uint8_t> b) { Append(b.data(), b.size()); }
   void Bytes(std::string_view s) { Append(s.data(), s.size()); }
   size_t size() const { return out_->size(); }
@@ -39,9 +38,16 @@ class ByteWriter {
  private:
   void Append(const void* data, size_t n) {
     if (n == 0) return;
-    const size_t at = out_->size();
-    out_->resize(at + n);
-    std::memcpy(out_->data() + at, data, n);
+    // insert, not resize + memcpy: resize zero-fills the new bytes first (streams are MBs).
+    const auto* p = static_cast<const uint8_t*>(data);
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wstringop-overflow"  // GCC 12 false positive on insert
+#endif
+    out_->insert(out_->end(), p, p + n);
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
   }
   void Fixed(uint64_t v, int n) {
     for (int i = 0; i < n; ++i) out_->push_back(static_cast<uint8_t>(v >> (8 * i)));
