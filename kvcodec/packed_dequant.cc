@@ -51,6 +51,29 @@ void DequantizeScalar(const uint8_t* packed, int bits, const uint16_t* params, s
 }
 
 #if defined(KVC_HAVE_SSSE3_PATH)
+// One group's 16 table entries (entries past the last code are computed too and never
+// indexed) as their low bytes and high bytes, with DequantizeTokenRowsToBF16's SSE arithmetic
+// and rounding (the arithmetic shift keeps each bf16 pattern in int16 range for packs_epi32).
+inline void GroupTableBytes(const uint16_t* param, __m128i* tlo, __m128i* thi) {
+  const __m128 vs = _mm_set1_ps(FiniteHalfToFloat(param[0]));
+  const __m128 vo = _mm_set1_ps(FiniteHalfToFloat(param[1]));
+  const __m128 lo_clamp = _mm_set1_ps(-kHalfMax), hi_clamp = _mm_set1_ps(kHalfMax);
+  const __m128i one = _mm_set1_epi32(1), bias = _mm_set1_epi32(0x7fff);
+  __m128i e[4];
+  for (int k = 0; k < 4; ++k) {
+    const __m128 q = _mm_setr_ps(4.0f * k, 4.0f * k + 1, 4.0f * k + 2, 4.0f * k + 3);
+    __m128 f = _mm_add_ps(vo, _mm_mul_ps(q, vs));
+    f = _mm_min_ps(_mm_max_ps(f, lo_clamp), hi_clamp);
+    const __m128i b = _mm_castps_si128(f);
+    const __m128i lsb = _mm_and_si128(_mm_srli_epi32(b, 16), one);
+    e[k] = _mm_srai_epi32(_mm_add_epi32(b, _mm_add_epi32(bias, lsb)), 16);
+  }
+  const __m128i t0 = _mm_packs_epi32(e[0], e[1]), t1 = _mm_packs_epi32(e[2], e[3]);
+  const __m128i byte_mask = _mm_set1_epi16(0x00ff);
+  *tlo = _mm_packus_epi16(_mm_and_si128(t0, byte_mask), _mm_and_si128(t1, byte_mask));
+  *thi = _mm_packus_epi16(_mm_srli_epi16(t0, 8), _mm_srli_epi16(t1, 8));
+}
+
 // 16 codes -> their 16 bf16 table entries, as two vectors of 8 (codes 0-7, codes 8-15).
 __attribute__((target("ssse3"))) inline void Lookup(__m128i tlo, __m128i thi, __m128i codes,
                                                    __m128i& w0, __m128i& w1) {
@@ -63,33 +86,12 @@ __attribute__((target("ssse3"))) inline void Lookup(__m128i tlo, __m128i thi, __
 __attribute__((target("ssse3"))) void DequantizeShuffle(const uint8_t* packed, int bits,
                                                         const uint16_t* params, size_t rows,
                                                         int d, int g, uint16_t* out) {
-  const int levels = 1 << bits;
   const size_t groups = rows * static_cast<size_t>(d / g);
   const size_t vectors = static_cast<size_t>(g) * bits / 128;
   const __m128i low_nibble = _mm_set1_epi8(0x0f), low_pair = _mm_set1_epi8(0x03);
-  const __m128i byte_mask = _mm_set1_epi16(0x00ff);
-  const __m128 lo_clamp = _mm_set1_ps(-kHalfMax), hi_clamp = _mm_set1_ps(kHalfMax);
-  const __m128i one = _mm_set1_epi32(1), bias = _mm_set1_epi32(0x7fff);
-  // The table entries four at a time, with DequantizeTokenRowsToBF16's SSE arithmetic (its
-  // rounding: the arithmetic shift keeps each bf16 pattern in int16 range for packs_epi32).
-  auto entries = [&](__m128 vs, __m128 vo, float first) {
-    const __m128 q = _mm_add_ps(_mm_set1_ps(first), _mm_setr_ps(0.0f, 1.0f, 2.0f, 3.0f));
-    __m128 f = _mm_add_ps(vo, _mm_mul_ps(q, vs));
-    f = _mm_min_ps(_mm_max_ps(f, lo_clamp), hi_clamp);
-    const __m128i b = _mm_castps_si128(f);
-    const __m128i lsb = _mm_and_si128(_mm_srli_epi32(b, 16), one);
-    return _mm_srai_epi32(_mm_add_epi32(b, _mm_add_epi32(bias, lsb)), 16);
-  };
   for (size_t gi = 0; gi < groups; ++gi, params += 2) {
-    const __m128 vs = _mm_set1_ps(FiniteHalfToFloat(params[0]));
-    const __m128 vo = _mm_set1_ps(FiniteHalfToFloat(params[1]));
-    // Entries past the last code are computed too and never indexed.
-    const __m128i t0 = _mm_packs_epi32(entries(vs, vo, 0.0f), entries(vs, vo, 4.0f));
-    const __m128i t1 = levels > 8 ? _mm_packs_epi32(entries(vs, vo, 8.0f), entries(vs, vo, 12.0f))
-                                  : _mm_setzero_si128();
-    // Low and high bytes of the 16 entries.
-    const __m128i tlo = _mm_packus_epi16(_mm_and_si128(t0, byte_mask), _mm_and_si128(t1, byte_mask));
-    const __m128i thi = _mm_packus_epi16(_mm_srli_epi16(t0, 8), _mm_srli_epi16(t1, 8));
+    __m128i tlo, thi;
+    GroupTableBytes(params, &tlo, &thi);
     for (size_t v = 0; v < vectors; ++v, packed += 16, out += 128 / bits) {
       const __m128i s = _mm_loadu_si128(reinterpret_cast<const __m128i*>(packed));
       __m128i* o = reinterpret_cast<__m128i*>(out);
@@ -127,6 +129,44 @@ bool HaveSsse3() {
   static const bool have = __builtin_cpu_supports("ssse3");
   return have;
 }
+
+bool HaveAvx2() {
+  static const bool have = __builtin_cpu_supports("avx2");
+  return have;
+}
+
+// 4-bit codes, groups of 64k channels: DequantizeShuffle 32 bytes (64 channels) at a time.
+// AVX2 shuffles and unpacks work within 128-bit halves, so each half produces channels
+// 32 apart and the stores recombine the halves.
+__attribute__((target("avx2"))) void DequantizeInt4Avx2(const uint8_t* packed,
+                                                        const uint16_t* params, size_t rows,
+                                                        int d, int g, uint16_t* out) {
+  const size_t groups = rows * static_cast<size_t>(d / g);
+  const int vectors = g / 64;
+  const __m256i low_nibble = _mm256_set1_epi8(0x0f);
+  for (size_t gi = 0; gi < groups; ++gi, params += 2) {
+    __m128i tlo, thi;
+    GroupTableBytes(params, &tlo, &thi);
+    const __m256i tlo2 = _mm256_broadcastsi128_si256(tlo), thi2 = _mm256_broadcastsi128_si256(thi);
+    for (int v = 0; v < vectors; ++v, packed += 32, out += 64) {
+      const __m256i s = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(packed));
+      const __m256i even = _mm256_and_si256(s, low_nibble);                         // channel 2j
+      const __m256i odd = _mm256_and_si256(_mm256_srli_epi16(s, 4), low_nibble);   // 2j + 1
+      const __m256i el = _mm256_shuffle_epi8(tlo2, even), eh = _mm256_shuffle_epi8(thi2, even);
+      const __m256i ol = _mm256_shuffle_epi8(tlo2, odd), oh = _mm256_shuffle_epi8(thi2, odd);
+      const __m256i e0 = _mm256_unpacklo_epi8(el, eh), e1 = _mm256_unpackhi_epi8(el, eh);
+      const __m256i o0 = _mm256_unpacklo_epi8(ol, oh), o1 = _mm256_unpackhi_epi8(ol, oh);
+      // Low halves: channels 0-7, 8-15, 16-23, 24-31; high halves: 32-39, ..., 56-63.
+      const __m256i r0 = _mm256_unpacklo_epi16(e0, o0), r1 = _mm256_unpackhi_epi16(e0, o0);
+      const __m256i r2 = _mm256_unpacklo_epi16(e1, o1), r3 = _mm256_unpackhi_epi16(e1, o1);
+      __m256i* o = reinterpret_cast<__m256i*>(out);
+      _mm256_storeu_si256(o + 0, _mm256_permute2x128_si256(r0, r1, 0x20));
+      _mm256_storeu_si256(o + 1, _mm256_permute2x128_si256(r2, r3, 0x20));
+      _mm256_storeu_si256(o + 2, _mm256_permute2x128_si256(r0, r1, 0x31));
+      _mm256_storeu_si256(o + 3, _mm256_permute2x128_si256(r2, r3, 0x31));
+    }
+  }
+}
 #endif
 
 }  // namespace
@@ -139,6 +179,9 @@ void DequantizePackedTokenRowsToBF16(const uint8_t* packed, int bits, const uint
                                      size_t rows, int head_dim, int group, uint16_t* out) {
   if (bits == 8) return DequantizeTokenRowsToBF16(packed, params, rows, head_dim, group, out);
 #if defined(KVC_HAVE_SSSE3_PATH)
+  if (bits == 4 && group % 64 == 0 && HaveAvx2()) {
+    return DequantizeInt4Avx2(packed, params, rows, head_dim, group, out);
+  }
   if ((group * bits) % 128 == 0 && HaveSsse3()) {
     return DequantizeShuffle(packed, bits, params, rows, head_dim, group, out);
   }
