@@ -42,6 +42,17 @@ run svd --model models/target --matrix svd
 run pipelines --model models/target --matrix pipelines
 run scout --model models/target --scout models/scout --matrix scout
 run scout-reverse --model models/scout --scout models/target --matrix scout
+# Multi-key retrieval (eight two-word keys, one asked): the same selection and quantization
+# matrices on a harder lookup than the passkey's.
+mk_file=$out/multikey-512.jsonl
+"$tasks" --task multikey --length 512 --count 8 --split heldout --depths 0,0.25,0.5,0.75,1 \
+  --seed 12 --out "$mk_file"
+mk_common=(--dtype bfloat16 --tasks "$mk_file" --no-progress --overwrite)
+for matrix in selection quant; do
+  echo "== multikey-$matrix"
+  "$kvwire" eval "${mk_common[@]}" --out "$out/multikey-$matrix" --model models/target \
+    --matrix "$matrix" > "$out/multikey-$matrix.txt"
+done
 "$kvwire" calibrate --from "$out/pipelines.json" --from "$out/quant.json" \
   --from "$out/selection.json" --ladder "$out/ladder.json" > "$out/ladder.txt"
 
@@ -79,6 +90,18 @@ fingerprint() { grep -o '"model_fingerprint": *"[^"]*"' "$1" | head -1 | sed 's/
     echo
     # The eval's own markdown, its title line turned into a sub-heading.
     sed 's/^### /#### /' "$out/$name.md"
+    echo
+  done
+  for matrix in selection quant; do
+    echo "## multikey-$matrix"
+    echo
+    echo "Tasks: \`$mk_file\`, $(wc -l < "$mk_file") held-out multi-key prompts of 512 words (eight"
+    echo "\`the special number for KEY KEY is D D D D D\` lines, one asked; \`kvwire_tasks --task multikey"
+    echo "--length 512 --count 8 --split heldout --depths 0,0.25,0.5,0.75,1 --seed 12\`)."
+    echo
+    echo "\`kvwire eval --model models/target ${mk_common[*]} --matrix $matrix --out $out/multikey-$matrix\`"
+    echo
+    sed 's/^### /#### /' "$out/multikey-$matrix.md"
     echo
   done
   echo "## Quality ladder"
