@@ -12,6 +12,18 @@
 
 namespace kvcodec {
 
+#if defined(__x86_64__) && defined(__GNUC__)
+// What this CPU runs, for kernels chosen at run time (the build targets baseline x86-64).
+inline bool HaveSsse3() {
+  static const bool have = __builtin_cpu_supports("ssse3");
+  return have;
+}
+inline bool HaveAvx2() {
+  static const bool have = __builtin_cpu_supports("avx2");
+  return have;
+}
+#endif
+
 inline float BF16ToFloat(uint16_t h) {
   uint32_t bits = static_cast<uint32_t>(h) << 16;
   float f;

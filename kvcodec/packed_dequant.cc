@@ -125,15 +125,6 @@ __attribute__((target("ssse3"))) void DequantizeShuffle(const uint8_t* packed, i
   }
 }
 
-bool HaveSsse3() {
-  static const bool have = __builtin_cpu_supports("ssse3");
-  return have;
-}
-
-bool HaveAvx2() {
-  static const bool have = __builtin_cpu_supports("avx2");
-  return have;
-}
 
 // 4-bit codes, groups of 64k channels: DequantizeShuffle 32 bytes (64 channels) at a time.
 // AVX2 shuffles and unpacks work within 128-bit halves, so each half produces channels

@@ -888,31 +888,12 @@ void PackRowCodes(const uint8_t* codes, int d, int bits, uint8_t* packed) {
 
 void RowsToFloat(std::span<const void* const> rows, int d, float* x) {
   for (const void* r : rows) {
-    const auto* row = static_cast<const unsigned char*>(r);  // may be unaligned
-    int i = 0;
-#if defined(__SSE2__)
-    const __m128i zero = _mm_setzero_si128();
-    for (; i + 8 <= d; i += 8) {
-      const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * i));
-      _mm_storeu_ps(x + i, _mm_castsi128_ps(_mm_unpacklo_epi16(zero, h)));
-      _mm_storeu_ps(x + i + 4, _mm_castsi128_ps(_mm_unpackhi_epi16(zero, h)));
-    }
-#endif
-    for (; i < d; ++i) {
-      uint16_t h;
-      std::memcpy(&h, row + 2 * i, 2);
-      x[i] = BF16ToFloat(h);
-    }
+    ToFloat(r, DType::kBFloat16, d, x);
     x += d;
   }
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
-bool HaveAvx2() {
-  static const bool have = __builtin_cpu_supports("avx2");
-  return have;
-}
-
 // Min and max of a group of 32k finite-checked values, 8 lanes wide with two accumulators.
 // They do not depend on the visiting order except for the sign of a zero, which reaches the
 // stream (HalfRoundDown(-0) is the half -0) and which MinMax's SSE2 order decides, so a group
