@@ -151,34 +151,37 @@ __global__ void DequantChainsKernel(DequantArgs a, uint64_t items) {
   if (i < items) DequantChainItem(a, static_cast<int64_t>(i / a.g.head_dim), static_cast<int>(i % a.g.head_dim));
 }
 
-// Four streams per warp, eight lanes each (a stream's lanes step together; see rans_ops.h).
+// One warp per stream, thread j running lane j (a stream's lanes step together; see
+// rans_ops.h); threads past the stream's lane count only join the warp votes.
+static_assert(kRansMaxLanes == 32, "a stream's lanes are one warp");
 constexpr int kRansStreamsPerBlock = 4;
 __global__ void RansDecodeKernel(RansDecodeArgs a) {
   const int sub = static_cast<int>(threadIdx.x / kRansMaxLanes);
   const int j = static_cast<int>(threadIdx.x % kRansMaxLanes);
   const int64_t i = static_cast<int64_t>(blockIdx.x) * kRansStreamsPerBlock + sub;
-  if (i >= a.num_streams) return;  // all eight lanes of the stream
+  if (i >= a.num_streams) return;  // the whole warp of the stream
   const RansStreamDesc s = a.streams[i];
-  if (s.lanes != kRansMaxLanes) {
+  if (s.lanes == 1) {
     if (j == 0) RansDecodeSerialItem(a, i);
     return;
   }
-  const unsigned mask = 0xffu << (kRansMaxLanes * sub);
-  uint32_t x = s.states[j];
+  constexpr unsigned kWarp = 0xffffffffu;
+  const bool lane = static_cast<uint32_t>(j) < s.lanes;
+  uint32_t x = lane ? s.states[j] : kRansStateLow;
   uint64_t pos = 0;
   uint8_t* out = a.out + s.out_offset;
   for (RansCursor cur = RansCursorStart(s); cur.k0 < s.num_symbols; RansCursorNext(s, cur)) {
-    const bool active = static_cast<uint64_t>(j) < s.num_symbols - cur.k0;
+    const bool active = lane && static_cast<uint64_t>(j) < s.num_symbols - cur.k0;
     const bool need = active && RansLaneDecode(a, s, cur, out, j, x);
-    const uint32_t m = (__ballot_sync(mask, need) >> (kRansMaxLanes * sub)) & 0xffu;
+    const uint32_t m = __ballot_sync(kWarp, need);
     const bool ok = !active || RansLaneRefill(a, s, pos, m, j, x);
-    if (!__all_sync(mask, ok)) {
+    if (!__all_sync(kWarp, ok)) {
       if (j == 0) a.status[i] = kRansRanOut;
       return;
     }
     pos += __popc(m);
   }
-  const uint32_t bad = (__ballot_sync(mask, x != kRansStateLow) >> (kRansMaxLanes * sub)) & 0xffu;
+  const uint32_t bad = __ballot_sync(kWarp, x != kRansStateLow);
   if (j == 0) {
     a.status[i] = RansLeftoverBytes(s, pos) != 0 ? RansStatusWord(kRansLeftover, RansLeftoverBytes(s, pos))
                   : bad != 0                    ? RansStatusWord(kRansBadFinal, __ffs(bad) - 1)

@@ -84,14 +84,14 @@ static_assert(PackedBytes(3, 4) == 2 && PackedBytes(5, 3) == 2 && PackedWords(33
 // Largest values the quantizer's half-float parameters can describe (kvcodec/quant.cc).
 inline constexpr float kHalfMax = 65504.0f;
 
-// ---- rANS (kvcodec/rans.cc, stream format version 2) ------------------------------------------
+// ---- rANS (kvcodec/rans.cc, stream format version 3) ------------------------------------------
 inline constexpr int kRansProbBits = 12;
 inline constexpr uint32_t kRansProbScale = 1u << kRansProbBits;
 inline constexpr uint32_t kRansStateLow = 1u << 16;
-inline constexpr int kRansMaxLanes = 8;
+inline constexpr int kRansMaxLanes = 32;  // one warp
 inline constexpr int kRansMaxContexts = 64;
 inline constexpr uint64_t kRansBlockRows = 256;  // rows per block of the blocked column order
-inline constexpr uint8_t kRansTag = 0xB2;
+inline constexpr uint8_t kRansTag = 0xB3;
 
 // One context's decoding tables as the kernels read them: per symbol freq | cum << 16, and
 // slot -> symbol for the 4096 slots of the probability range.
@@ -104,14 +104,14 @@ static_assert(sizeof(RansTable) == 256 * 4 + 4096, "a rANS context table is 5 Ki
 // One rANS stream, parsed and checked on the host (kernels/rans_plan.h), decoded on the device.
 struct RansStreamDesc {
   uint64_t num_symbols;   // the caller's count (not stored in the stream)
-  uint64_t blocked_rows;  // full rows coded in blocked column order (a multiple of 8)
+  uint64_t blocked_rows;  // full rows coded in blocked column order (a multiple of 32)
   uint64_t words_offset;  // byte offset of the first 16-bit word in the stream buffer
   uint64_t words_count;   // 16-bit words the stream holds after its final states
   uint64_t tables_offset; // index of context 0's RansTable in the table buffer
   uint64_t out_offset;    // byte offset of symbol 0 in the output buffer
   uint32_t row_len;
   uint32_t num_contexts;
-  uint32_t lanes;          // 1, 2, 4 or 8
+  uint32_t lanes;          // 1, 2, 4, 8 or 32
   uint32_t odd_byte;       // 1 if a lone byte follows the last whole word (always an error)
   uint32_t states[kRansMaxLanes];  // final encoder states = the decoder's initial states
 };

@@ -1,12 +1,12 @@
-// rANS decoding of kvcodec's stream format (kvcodec/rans.cc, version 2) as work-item
+// rANS decoding of kvcodec's stream format (kvcodec/rans.cc, version 3) as work-item
 // functions shared by the CUDA kernel and the host reference. The host parses and checks each
 // stream's header and tables (kernels/rans_plan.h); the kernel runs the word stream.
 //
 // Parallelism the format allows: a stream's lanes share one word stream, so the word a lane
-// reads depends on every earlier renormalisation; its 8 lanes can step together (each lane's
-// word is the next word plus the number of lower lanes that renormalise in the same step, a
-// ballot and a popcount), and streams are independent. Streams of fewer than 4096 symbols have
-// one lane and are decoded by a single thread.
+// reads depends on every earlier renormalisation; its lanes (8 or 32: one warp) can step
+// together (each lane's word is the next word plus the number of lower lanes that renormalise
+// in the same step, a ballot and a popcount), and streams are independent. Streams of fewer
+// than 4096 symbols have one lane and are decoded by a single thread.
 #pragma once
 
 #include <cstdint>
@@ -36,7 +36,7 @@ struct RansDecodeArgs {
 };
 
 // Output index and column of coded position k: the first blocked_rows rows are coded in blocks
-// of 256 rows (the last block shorter, still a multiple of 8), column by column; the rest in
+// of 256 rows (the last block shorter, still a multiple of 32), column by column; the rest in
 // plain order.
 KVW_HD uint64_t RansOutIndex(const RansStreamDesc& s, uint64_t k, uint32_t* col) {
   const uint64_t rl = s.row_len;
@@ -107,9 +107,9 @@ KVW_HD void RansDecodeSerialItem(const RansDecodeArgs& a, int64_t i) {
   a.status[i] = RansFinish(s, pos, x);
 }
 
-// Where the 8 lanes of a step write, walked incrementally (no division per step): in the
-// blocked rows all 8 symbols of a step are rows r .. r + 7 of one column of one block (column
-// runs are multiples of 8 long); after them, plain order.
+// Where the lanes of a step write, walked incrementally (no division per step): in the blocked
+// rows all `lanes` symbols of a step are rows r .. r + lanes - 1 of one column of one block
+// (column runs are multiples of 32 long, and lanes divides 32); after them, plain order.
 struct RansCursor {
   uint64_t k0;      // coded position of lane 0
   uint64_t block;   // blocked part: block index, rows in the block, column, lane 0's row
@@ -135,12 +135,12 @@ KVW_HD uint64_t RansCursorLane(const RansStreamDesc& s, const RansCursor& c, int
   return c.k0 + j;
 }
 KVW_HD void RansCursorNext(const RansStreamDesc& s, RansCursor& c) {
-  c.k0 += kRansMaxLanes;
+  c.k0 += s.lanes;
   if (!c.blocked) {
-    c.col = (c.col + kRansMaxLanes) % s.row_len;
+    c.col = (c.col + s.lanes) % s.row_len;
     return;
   }
-  c.r += kRansMaxLanes;
+  c.r += s.lanes;
   if (c.r < c.rows) return;
   c.r = 0;
   if (++c.col < s.row_len) return;
@@ -154,7 +154,7 @@ KVW_HD void RansCursorNext(const RansStreamDesc& s, RansCursor& c) {
   }
 }
 
-// One step of an 8-lane stream for lane j, split in the two halves around the ballot:
+// One step of a multi-lane stream for lane j, split in the two halves around the ballot:
 // RansLaneDecode decodes lane j's symbol of the step and says whether the lane needs a word;
 // RansLaneRefill reads it, given the mask of lanes that need one. Returns false if the stream
 // ran out.

@@ -25,7 +25,7 @@ absl::Status AddRansStream(std::span<const uint8_t> in, uint64_t n, int row_len,
   desc.lanes = static_cast<uint32_t>(head.lanes);
   desc.out_offset = out_offset;
   desc.tables_offset = batch->tables.size();
-  desc.blocked_rows = nc <= 1 || row_len <= 1 ? 0 : (n / static_cast<uint64_t>(row_len)) & ~uint64_t{7};
+  desc.blocked_rows = head.blocked_rows;
   std::vector<RansTable> tables(nc);
   for (int c = 0; c < nc; ++c) {
     uint16_t freq[256];
@@ -40,7 +40,7 @@ absl::Status AddRansStream(std::span<const uint8_t> in, uint64_t n, int row_len,
       cum += freq[s];
     }
   }
-  static_assert(kRansMaxLanes == 8, "kvcodec::ReadRansStates fills 8 lanes");
+  static_assert(kRansMaxLanes == 32, "kvcodec::ReadRansStates fills 32 lanes");
   KVC_RETURN_IF_ERROR(kvcodec::ReadRansStates(p, end, head, n, desc.states));
   const uint64_t word_bytes = static_cast<uint64_t>(end - p);
   desc.words_offset = batch->data.size();
@@ -73,7 +73,7 @@ absl::Status RansStatusToError(uint64_t status, size_t stream_index) {
 void RansDecodeItemsOnHost(const RansDecodeArgs& a) {
   for (int64_t i = 0; i < a.num_streams; ++i) {
     const RansStreamDesc& s = a.streams[i];
-    if (s.lanes != kRansMaxLanes) {
+    if (s.lanes == 1) {
       RansDecodeSerialItem(a, i);
       continue;
     }
@@ -85,7 +85,7 @@ void RansDecodeItemsOnHost(const RansDecodeArgs& a) {
     uint64_t status = kRansOk;
     RansCursor cursor = RansCursorStart(s);
     for (; cursor.k0 < s.num_symbols && status == kRansOk; RansCursorNext(s, cursor)) {
-      const int active = static_cast<int>(std::min<uint64_t>(kRansMaxLanes, s.num_symbols - cursor.k0));
+      const int active = static_cast<int>(std::min<uint64_t>(s.lanes, s.num_symbols - cursor.k0));
       uint32_t mask = 0;
       for (int j = 0; j < active; ++j) {
         mask |= static_cast<uint32_t>(RansLaneDecode(a, s, cursor, o, j, x[j])) << j;

@@ -19,11 +19,11 @@
 // only matters below ~1 bit/symbol of entropy with many distinct rare symbols. The state keeps
 // 4 bits above M (L / M = 16); that costs a few thousandths of a bit per symbol on average.
 //
-// Coding order (version 2): with one context the symbols are coded in their own (row-major)
+// Coding order (version 3): with one context the symbols are coded in their own (row-major)
 // order. With several, consecutive symbols of a row use different tables, so the decoder would
 // touch a different 4 KiB table every step (64 tables overflow L1); instead the first R full
-// rows, R = floor(n / row_len) rounded down to a multiple of 8, are coded in blocks of
-// kBlockRows = 256 rows (the last block may be shorter, still a multiple of 8 rows) and
+// rows, R = floor(n / row_len) rounded down to a multiple of 32, are coded in blocks of
+// kBlockRows = 256 rows (the last block may be shorter, still a multiple of 32 rows) and
 // within a block column by column: column 0 of every row of the block top to bottom, then
 // column 1, ... Each column run uses one table, and the decoder writes each symbol straight to
 // its row-major position (a block of 256 rows of 64 bytes is 16 KiB, so the writes stay in
@@ -33,9 +33,12 @@
 // Lanes: the symbol at coded position k belongs to lane k % lanes; the lanes have independent
 // states but share one word stream (the encoder runs backwards over the coded order and writes
 // words back to front, the decoder runs forwards), so the decoder's read order is exactly the
-// reverse of the encoder's write order. 8 lanes hide the latency of the table lookups; streams
-// of < 4096 symbols use 1 lane because each lane costs 4 bytes of final state. Column runs are
-// multiples of 8 long, so in every run row r of the block is in lane r % lanes.
+// reverse of the encoder's write order. Lanes hide the latency of the table lookups: the scalar
+// decoder interleaves 8, the vectorised one (rans_wide.h) runs 32 as four 8-lane vectors whose
+// dependency chains overlap. The encoder uses 32 lanes from 65536 symbols on, 8 from 4096,
+// else 1 (each lane costs 4 bytes of final state), and 1 for a stream whose every context has
+// a single symbol (its decoding never changes a state). Column runs are multiples of 32 long,
+// so in every run row r of the block is in lane r % lanes.
 //
 // Contexts: symbol i uses table ((i % row_len) * num_contexts) / row_len. The encoder counts
 // symbols per finest context (the largest power of two <= min(row_len, 64), lowered until its
@@ -43,11 +46,12 @@
 // split (floor((c*n)/(2r)) == floor(floor(c*n/r)/2), so the splits nest), estimates entropy +
 // table bytes for each, and keeps the cheapest (ties: fewer contexts).
 //
-// Stream format (version 2; integers little-endian, "varint" = unsigned LEB128 in canonical
-// form, at most 5 bytes, value < 2^32). Version 1 (tag 0xB1) was identical except that every
-// stream used row-major coding order; it is not read any more.
-//   byte 0      tag 0xB2: high nibble 0xB marks rANS, low nibble is the format version (2)
-//   byte 1      bits 0..3 alphabet_bits (1..8); bits 4..5 log2(lanes) (lanes 1,2,4,8); bits 6..7 0
+// Stream format (version 3; integers little-endian, "varint" = unsigned LEB128 in canonical
+// form, at most 5 bytes, value < 2^32). Version 2 (tag 0xB2) differed only in rounding R to a
+// multiple of 8 and allowing at most 8 lanes; version 1 (0xB1) coded every stream in
+// row-major order. Neither is read any more.
+//   byte 0      tag 0xB3: high nibble 0xB marks rANS, low nibble is the format version (3)
+//   byte 1      bits 0..3 alphabet_bits (1..8); bits 4..6 log2(lanes) (lanes 1,2,4,8,32); bit 7 0
 //   byte 2      log2(num_contexts), 0..6; num_contexts <= row_len
 //   varint      row_len (must equal the caller's)
 //   num_contexts tables, each:
@@ -77,6 +81,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "kvcodec/rans_wide.h"
 #include "kvcodec/wire.h"
 
 namespace kvcodec {
@@ -87,13 +92,17 @@ constexpr int kProbBits = 12;
 constexpr uint32_t kProbScale = 1u << kProbBits;  // M
 constexpr uint32_t kStateLow = 1u << 16;          // L: states live in [L, 2^32)
 constexpr int kMaxContextsLog2 = 6;               // at most 64 contexts
-constexpr int kMaxLanesLog2 = 3;                  // at most 8 lanes
-constexpr uint8_t kTag = 0xB2;
+constexpr int kMaxLanesLog2 = 5;                  // at most 32 lanes
+constexpr int kWideLanes = rans_wide::kLanes;     // 32
+constexpr uint8_t kTag = 0xB3;
 // Rows per block of the blocked column order (part of the format; see the top of the file).
 constexpr size_t kBlockRows = 256;
 // Streams shorter than this use one lane: 7 extra final states (28 bytes) would be a visible
 // overhead, and such streams decode in microseconds anyway.
 constexpr size_t kMultiLaneMinSymbols = 4096;
+// Streams from this length on use 32 lanes (vectorised decoding, see rans_wide.h); their 128
+// bytes of final states are then under 0.1% of the stream for quantized KV codes.
+constexpr size_t kWideLaneMinSymbols = size_t{1} << 16;
 // The encoder considers only context splits whose contexts average at least this many symbols
 // (and at least half the alphabet size).
 constexpr size_t kMinSymbolsPerContext = 32;
@@ -575,6 +584,53 @@ uint8_t* EncodeColumnRun(const uint8_t* s, size_t groups, size_t row_len_rt,
   return out;
 }
 
+// EncodeColumnRun for 32 lanes: `units` units of 32 rows, `s` just past the run's last unit.
+// The run starts at a coded position that is a multiple of 32, so row k of a unit is in lane
+// k; the 8 states of each group of 8 rows are loaded into registers for that group.
+template <int kRowLen>
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+uint8_t* EncodeColumnRunWide(const uint8_t* s, size_t units, size_t row_len_rt,
+                             const EncSymbol* t, uint8_t* out, uint32_t* states) {
+  const size_t row_len = kRowLen != 0 ? static_cast<size_t>(kRowLen) : row_len_rt;
+  for (size_t g = 4 * units; g-- > 0;) {
+    s -= 8 * row_len;
+    uint32_t* const xs = states + 8 * (g % 4);
+    uint32_t x0 = xs[0], x1 = xs[1], x2 = xs[2], x3 = xs[3], x4 = xs[4], x5 = xs[5],
+             x6 = xs[6], x7 = xs[7];
+    x7 = EncodeStep(x7, t[s[7 * row_len]], out);
+    x6 = EncodeStep(x6, t[s[6 * row_len]], out);
+    x5 = EncodeStep(x5, t[s[5 * row_len]], out);
+    x4 = EncodeStep(x4, t[s[4 * row_len]], out);
+    x3 = EncodeStep(x3, t[s[3 * row_len]], out);
+    x2 = EncodeStep(x2, t[s[2 * row_len]], out);
+    x1 = EncodeStep(x1, t[s[1 * row_len]], out);
+    x0 = EncodeStep(x0, t[s[0 * row_len]], out);
+    xs[0] = x0, xs[1] = x1, xs[2] = x2, xs[3] = x3, xs[4] = x4, xs[5] = x5, xs[6] = x6,
+    xs[7] = x7;
+  }
+  return out;
+}
+
+// EncodeAll for 32 lanes. With one context plain order is a column run of row length 1 (all of
+// the stream's symbols); otherwise it is the short tail after the blocked rows.
+uint8_t* EncodeAllWide(std::span<const uint8_t> symbols, size_t row_len, int num_contexts,
+                       const EncSymbol* const* col_ctx, uint8_t* out, uint32_t* states) {
+  const size_t n = symbols.size();
+  const uint8_t* sym = symbols.data();
+  size_t i = n;
+  size_t col = n == 0 ? 0 : (n - 1) % row_len;
+  const size_t full = num_contexts == 1 ? n - n % kWideLanes : 0;
+  while (i > full) {
+    --i;
+    uint32_t& x = states[i % kWideLanes];
+    x = EncodeStep(x, col_ctx[col][sym[i]], out);
+    col = (col == 0 ? row_len : col) - 1;
+  }
+  return EncodeColumnRunWide<1>(sym + i, i / kWideLanes, 1, col_ctx[0], out, states);
+}
+
 // Encodes symbols in plain order with kLanes lanes, starting from and updating `states`
 // (symbols[0] is at column 0 and in lane 0). `col_ctx[c]`
 // is the 256-entry EncSymbol table of column c's context. `out` is one past the end of a
@@ -645,8 +701,14 @@ uint8_t* EncodeBlocked(const uint8_t* sym, size_t rows, size_t row_len_rt,
     const size_t r0 = b * kBlockRows;
     const size_t block_rows = std::min(kBlockRows, rows - r0);
     for (size_t col = row_len; col-- > 0;) {
-      out = EncodeColumnRun<kLanes, kRowLen>(sym + (r0 + block_rows) * row_len + col,
-                                             block_rows / 8, row_len, col_ctx[col], out, states);
+      const uint8_t* const run_end = sym + (r0 + block_rows) * row_len + col;
+      if constexpr (kLanes == kWideLanes) {
+        out = EncodeColumnRunWide<kRowLen>(run_end, block_rows / kWideLanes, row_len,
+                                           col_ctx[col], out, states);
+      } else {
+        out = EncodeColumnRun<kLanes, kRowLen>(run_end, block_rows / 8, row_len, col_ctx[col],
+                                               out, states);
+      }
     }
   }
   return out;
@@ -846,10 +908,119 @@ bool DecodeBlocked(uint8_t* dst, size_t rows, size_t row_len_rt,
 }
 
 // Rows coded in blocked column order: with one context plain order already keeps one table
-// hot, so it stays plain; otherwise all full rows rounded down to a multiple of 8.
+// hot, so it stays plain; otherwise all full rows rounded down to a multiple of 32.
 size_t BlockedRows(size_t n, size_t row_len, int num_contexts) {
   if (num_contexts <= 1 || row_len <= 1) return 0;
-  return (n / row_len) & ~size_t{7};
+  return (n / row_len) & ~size_t{31};
+}
+
+// ---- 32 lanes ----------------------------------------------------------------------------
+// Per column, what the vectorised decoder needs: the context's slot table, or null when the
+// context has a single symbol (freq 4096: decoding leaves every state as it is and reads no
+// word, so the run is that symbol repeated).
+struct WideColumn {
+  const uint32_t* table;
+  uint8_t only_symbol;
+};
+
+// Scalar decoding of one column run of `units` * 32 rows to o, o + row_len, ... with the 32
+// lanes' states in memory (the fallback where the vectorised decoder cannot run); needs 64
+// readable bytes per unit at p.
+template <int kRowLen>
+const uint8_t* DecodeColumnRunWideScalar(uint8_t* o, size_t units, size_t row_len,
+                                         const DecodeContext* c, const uint8_t* p,
+                                         uint32_t* states) {
+  for (size_t g = 0; g < 4 * units; ++g, o += 8 * row_len) {
+    p = DecodeColumnRun<8, kRowLen>(o, 1, row_len, c, p, states + 8 * (g % 4));
+  }
+  return p;
+}
+
+// One column run of `rows` rows (a multiple of 32, starting in lane 0) into out, out + stride,
+// ...: vectorised when `wide` is set (then stride must be 1: the caller transposes), scalar
+// otherwise.
+template <int kRowLen>
+bool DecodeRunWide(uint8_t* out, size_t stride, size_t rows, const DecodeContext* c,
+                   const WideColumn* wide, const uint8_t** pos, const uint8_t* end,
+                   uint32_t* states) {
+  const uint8_t* p = *pos;
+  if (wide != nullptr && wide->table == nullptr) {
+    for (size_t r = 0; r < rows; ++r) out[r * stride] = wide->only_symbol;
+    return true;
+  }
+  // Whole units while their worst case is available (most use far fewer bytes, so the count
+  // is re-derived until it runs out), then the rest with checks.
+  size_t r = 0;
+  for (;;) {
+    const size_t units = std::min((rows - r) / kWideLanes, static_cast<size_t>(end - p) / 64);
+    if (units == 0) break;
+    p = wide != nullptr ? rans_wide::DecodeRun(wide->table, out + r, units, p, states)
+                        : DecodeColumnRunWideScalar<kRowLen>(out + r * stride, units, stride, c,
+                                                              p, states);
+    r += units * kWideLanes;
+  }
+  for (; r < rows; ++r) {
+    uint32_t& xs = states[r % kWideLanes];
+    out[r * stride] = DecodeStep(xs, c);
+    if (xs < kStateLow) {
+      if (end - p < 2) return false;
+      xs = (xs << 16) | Load16(p);
+      p += 2;
+    }
+  }
+  *pos = p;
+  return true;
+}
+
+// DecodeAllOrders for 32 lanes. `col_wide` is null when the vectorised decoder is not used.
+bool DecodeAllOrdersWide(std::span<uint8_t> out, size_t row_len, int num_contexts,
+                         const DecodeContext* const* col_ctx, const WideColumn* col_wide,
+                         const uint8_t** pos, const uint8_t* end, uint32_t* states) {
+  const size_t n = out.size();
+  const size_t rows = BlockedRows(n, row_len, num_contexts);
+  if (rows > 0) {
+    // Vectorised, a block's columns are decoded into a column-major scratch block and
+    // transposed; scalar, each symbol goes straight to its row-major position.
+    std::vector<uint8_t> scratch(col_wide != nullptr ? kBlockRows * row_len : 0);
+    for (size_t r0 = 0; r0 < rows; r0 += kBlockRows) {
+      const size_t block_rows = std::min(kBlockRows, rows - r0);
+      uint8_t* const block = out.data() + r0 * row_len;
+      for (size_t col = 0; col < row_len; ++col) {
+        const bool ok =
+            col_wide != nullptr
+                ? DecodeRunWide<1>(scratch.data() + col * block_rows, 1, block_rows,
+                                   col_ctx[col], col_wide + col, pos, end, states)
+            : row_len == 64
+                ? DecodeRunWide<64>(block + col, 64, block_rows, col_ctx[col], nullptr, pos, end,
+                                    states)
+                : DecodeRunWide<0>(block + col, row_len, block_rows, col_ctx[col], nullptr, pos,
+                                   end, states);
+        if (!ok) return false;
+      }
+      if (col_wide != nullptr) rans_wide::Transpose(scratch.data(), block_rows, row_len, block);
+    }
+  }
+  // Plain order: with one context a single column run of row length 1, else the short tail.
+  uint8_t* dst = out.data() + rows * row_len;
+  const size_t m = n - rows * row_len;
+  size_t i = 0;
+  if (num_contexts == 1) {
+    i = m - m % kWideLanes;
+    if (!DecodeRunWide<1>(dst, 1, i, col_ctx[0], col_wide, pos, end, states)) return false;
+  }
+  const uint8_t* p = *pos;
+  for (size_t col = i % row_len; i < m; ++i) {
+    uint32_t& xs = states[i % kWideLanes];
+    dst[i] = DecodeStep(xs, col_ctx[col]);
+    col = col + 1 == row_len ? 0 : col + 1;
+    if (xs < kStateLow) {
+      if (end - p < 2) return false;
+      xs = (xs << 16) | Load16(p);
+      p += 2;
+    }
+  }
+  *pos = p;
+  return true;
 }
 
 template <int kLanes>
@@ -1007,7 +1178,17 @@ std::vector<uint8_t> RansEncode(std::span<const uint8_t> symbols, int row_len, i
   const int nc = 1 << best_lg;
   const std::vector<uint32_t>& counts = levels[best_lg];
 
-  const int lanes_lg = n >= kMultiLaneMinSymbols ? kMaxLanesLog2 : 0;
+  // A stream whose every context holds one symbol decodes without touching its states (see
+  // rans_wide.h), so it gets one lane whatever its length.
+  bool all_single = true;
+  for (size_t i = 0; i < counts.size() && all_single; i += alphabet) {
+    all_single = std::count_if(counts.begin() + i, counts.begin() + i + alphabet,
+                               [](uint32_t c) { return c != 0; }) <= 1;
+  }
+  const int lanes_lg = all_single                  ? 0
+                       : n >= kWideLaneMinSymbols   ? 5
+                       : n >= kMultiLaneMinSymbols ? 3
+                                                   : 0;
   const int lanes = 1 << lanes_lg;
   const size_t used_lanes = std::min<size_t>(lanes, n);
 
@@ -1045,12 +1226,16 @@ std::vector<uint8_t> RansEncode(std::span<const uint8_t> symbols, int row_len, i
   uint8_t* const words_end = scratch.get() + std::max<size_t>(2 * n, 2);
   // The coded order is the blocked rows, then the rest in plain order; the encoder runs it
   // backwards.
-  uint32_t states[8];
-  std::fill(states, states + 8, kStateLow);
+  uint32_t states[kWideLanes];
+  std::fill(states, states + kWideLanes, kStateLow);
   const size_t blocked_rows = BlockedRows(n, rl, nc);
   const std::span<const uint8_t> plain = symbols.subspan(blocked_rows * rl);
   uint8_t* first = nullptr;
-  if (lanes == 8) {
+  if (lanes == kWideLanes) {
+    first = EncodeAllWide(plain, rl, nc, col_ctx.data(), words_end, states);
+    first = EncodeBlockedRows<kWideLanes>(symbols.data(), blocked_rows, rl, col_ctx.data(), first,
+                                          states);
+  } else if (lanes == 8) {
     first = EncodeAll<8>(plain, rl, nc, col_ctx.data(), words_end, states);
     first = EncodeBlockedRows<8>(symbols.data(), blocked_rows, rl, col_ctx.data(), first, states);
   } else {
@@ -1078,7 +1263,7 @@ absl::Status ReadRansHead(const uint8_t*& p, const uint8_t* end, uint64_t num_sy
   }
   if (end - p < 3) return absl::DataLossError("rANS stream truncated in its header");
   if (p[0] != kTag) {
-    return absl::DataLossError(absl::StrCat("not a rANS stream of version 2 (tag ", p[0], ")"));
+    return absl::DataLossError(absl::StrCat("not a rANS stream of version 3 (tag ", p[0], ")"));
   }
   const int stream_bits = p[1] & 0x0f;
   const int lanes_lg = (p[1] >> 4) & 0x0f;
@@ -1087,7 +1272,7 @@ absl::Status ReadRansHead(const uint8_t*& p, const uint8_t* end, uint64_t num_sy
     return absl::InvalidArgumentError(absl::StrCat("rANS stream has alphabet_bits ", stream_bits,
                                                    ", caller expects ", alphabet_bits));
   }
-  if (lanes_lg > kMaxLanesLog2) {
+  if (lanes_lg > kMaxLanesLog2 || lanes_lg == 4) {  // 1, 2, 4, 8 or 32 lanes
     return absl::DataLossError(absl::StrCat("rANS stream: bad lane count field ", lanes_lg));
   }
   if (ctx_lg > kMaxContextsLog2 || (1 << ctx_lg) > row_len) {
@@ -1113,6 +1298,7 @@ absl::Status ReadRansHead(const uint8_t*& p, const uint8_t* end, uint64_t num_sy
   head->used_contexts = num_symbols >= rl  ? static_cast<uint32_t>(nc)
                         : num_symbols == 0 ? 0
                                            : ContextOfColumn(num_symbols - 1, row_len, nc) + 1;
+  head->blocked_rows = BlockedRows(num_symbols, rl, nc);
   return absl::OkStatus();
 }
 
@@ -1130,12 +1316,12 @@ absl::Status ReadRansTable(const uint8_t*& p, const uint8_t* end, const RansStre
 }
 
 absl::Status ReadRansStates(const uint8_t*& p, const uint8_t* end, const RansStreamHead& head,
-                            uint64_t num_symbols, uint32_t (&states)[8]) {
+                            uint64_t num_symbols, uint32_t (&states)[32]) {
   const uint64_t used_lanes = std::min<uint64_t>(head.lanes, num_symbols);
   if (static_cast<uint64_t>(end - p) < 4 * used_lanes) {
     return absl::DataLossError("rANS stream truncated in its final states");
   }
-  for (int j = 0; j < 8; ++j) states[j] = kStateLow;
+  for (int j = 0; j < 32; ++j) states[j] = kStateLow;
   for (uint64_t j = 0; j < used_lanes; ++j, p += 4) {
     states[j] = Load32(p);
     if (states[j] < kStateLow) {
@@ -1174,13 +1360,38 @@ absl::Status RansDecode(std::span<const uint8_t> in, int row_len, int alphabet_b
       cum += freq[s];
     }
   }
-  uint32_t states[8];
+  uint32_t states[kWideLanes];
   KVC_RETURN_IF_ERROR(ReadRansStates(p, end, head, n, states));
 
   std::vector<const DecodeContext*> col_ctx(std::max<size_t>(cols, 1), contexts.get());
   for (size_t c = 0; c < cols; ++c) col_ctx[c] = &contexts[ContextOfColumn(c, row_len, nc)];
   const DecodeContext* const* cc = col_ctx.data();
   bool ok = false;
+  if (lanes == kWideLanes) {
+    // The vectorised decoder's tables: 16 KiB per context, built only where it runs.
+    std::unique_ptr<uint32_t[]> slot_tables;
+    std::vector<WideColumn> col_wide;
+    if (rans_wide::Available() && n >= kWideLaneMinSymbols / 2) {
+      slot_tables.reset(new uint32_t[static_cast<size_t>(head.used_contexts) * kProbScale]);
+      std::vector<WideColumn> ctx_wide(head.used_contexts);
+      for (uint32_t c = 0; c < head.used_contexts; ++c) {
+        const DecodeContext& dc = contexts[c];
+        if (dc.fc[dc.sym[0]].freq == kProbScale) {
+          ctx_wide[c] = {nullptr, dc.sym[0]};
+          continue;
+        }
+        uint16_t freq[256];
+        for (int s = 0; s < head.alphabet; ++s) freq[s] = dc.fc[s].freq;
+        uint32_t* t = slot_tables.get() + static_cast<size_t>(c) * kProbScale;
+        rans_wide::BuildSlotTable(freq, head.alphabet, t);
+        ctx_wide[c] = {t, 0};
+      }
+      col_wide.resize(std::max<size_t>(cols, 1));
+      for (size_t c = 0; c < cols; ++c) col_wide[c] = ctx_wide[ContextOfColumn(c, row_len, nc)];
+    }
+    ok = DecodeAllOrdersWide(out, rl, nc, cc, col_wide.empty() ? nullptr : col_wide.data(), &p,
+                             end, states);
+  } else {
   switch (lanes) {
     case 1:
       ok = DecodeAllOrders<1>(out, rl, nc, cc, &p, end, states);
@@ -1194,6 +1405,7 @@ absl::Status RansDecode(std::span<const uint8_t> in, int row_len, int alphabet_b
     default:
       ok = DecodeAllOrders<8>(out, rl, nc, cc, &p, end, states);
       break;
+  }
   }
   if (!ok) return absl::DataLossError("rANS stream truncated: word stream ran out");
   if (p != end) {

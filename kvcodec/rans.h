@@ -43,6 +43,7 @@ struct RansStreamHead {
   int lanes = 0;
   int alphabet = 0;             // 1 << alphabet_bits
   uint32_t used_contexts = 0;   // contexts 0..used_contexts-1 hold symbols, the others none
+  uint64_t blocked_rows = 0;    // full rows coded in blocked column order (a multiple of 32)
 };
 // The arguments, the tag, the fields and row_len of a stream of num_symbols symbols.
 absl::Status ReadRansHead(const uint8_t*& p, const uint8_t* end, uint64_t num_symbols,
@@ -50,8 +51,9 @@ absl::Status ReadRansHead(const uint8_t*& p, const uint8_t* end, uint64_t num_sy
 // Context c's table into freq[0..head.alphabet) (0 = absent); it must be empty iff unused.
 absl::Status ReadRansTable(const uint8_t*& p, const uint8_t* end, const RansStreamHead& head,
                            int c, uint16_t* freq);
-// The min(lanes, num_symbols) final states; the other entries of `states` are set to 2^16.
+// The min(lanes, num_symbols) final states (lanes <= 32); the other entries of `states` are set
+// to 2^16.
 absl::Status ReadRansStates(const uint8_t*& p, const uint8_t* end, const RansStreamHead& head,
-                            uint64_t num_symbols, uint32_t (&states)[8]);
+                            uint64_t num_symbols, uint32_t (&states)[32]);
 
 }  // namespace kvcodec
