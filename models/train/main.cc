@@ -35,7 +35,8 @@ int main(int argc, char** argv) {
   app.add_option("--intermediate", o.intermediate)->check(CLI::Range(8, 65536));
   app.add_option("--rope-theta", o.rope_theta)->check(CLI::PositiveNumber);
   app.add_option("--tasks", task_mix, "task:weight,... (passkey|multikey|vartrack|qa|mqar)");
-  app.add_option("--schedule", schedule, "length:until_step,...,length (prompt words)");
+  app.add_option("--schedule", schedule,
+                 "length:until_step,...,length (prompt words; a/b alternates a and b)");
   app.add_option("--batch", o.batch)->check(CLI::Range(1, 4096));
   app.add_option("--steps", o.steps)->check(CLI::NonNegativeNumber);
   app.add_option("--lr", o.lr)->check(CLI::PositiveNumber);

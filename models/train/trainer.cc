@@ -142,12 +142,6 @@ const TaskChoice& PickTask(const std::vector<TaskChoice>& mix, uint64_t seed, ui
   return mix.back();
 }
 
-int LengthAt(const std::vector<std::pair<int, int>>& schedule, int step) {
-  for (const auto& [length, until] : schedule) {
-    if (step < until) return length;
-  }
-  return schedule.back().first;
-}
 
 modelio::ModelConfig MakeConfig(const TrainOptions& o, int vocab_size, int eot) {
   modelio::ModelConfig c;
@@ -361,10 +355,11 @@ absl::Status TrainImpl(const TrainOptions& o, std::ostream& log) {
       window_start = std::chrono::steady_clock::now();
     }
     if (step % o.eval_every == 0 || step == o.steps) {
-      auto acc = Evaluate(model, *vocab, task_list, length, o.eval_examples, o.seed + 7919);
+      const int eval_length = EvalLengthAt(o.schedule, step - 1);
+      auto acc = Evaluate(model, *vocab, task_list, eval_length, o.eval_examples, o.seed + 7919);
       if (!acc.ok()) return acc.status();
-      nlohmann::json rec = {{"step", step}, {"eval_length", length}};
-      std::string line = absl::StrFormat("eval  step %6d  len %4d ", step, length);
+      nlohmann::json rec = {{"step", step}, {"eval_length", eval_length}};
+      std::string line = absl::StrFormat("eval  step %6d  len %4d ", step, eval_length);
       for (const TaskAccuracy& a : *acc) {
         absl::StrAppendFormat(&line, " %s %d/%d", tasks::TaskName(a.task), a.correct, a.total);
         rec["heldout_exact_match"][std::string(tasks::TaskName(a.task))] =
@@ -419,22 +414,49 @@ std::vector<TaskType> TaskTypes(const std::vector<TaskChoice>& mix) {
   return types;
 }
 
-absl::StatusOr<std::vector<std::pair<int, int>>> ParseSchedule(const std::string& s) {
-  std::vector<std::pair<int, int>> stages;
+absl::StatusOr<std::vector<ScheduleStage>> ParseSchedule(const std::string& s) {
+  std::vector<ScheduleStage> stages;
   std::vector<absl::string_view> items = absl::StrSplit(s, ',', absl::SkipEmpty());
   for (size_t i = 0; i < items.size(); ++i) {
     std::vector<absl::string_view> kv = absl::StrSplit(items[i], ':');
-    int length = 0, until = 0;
+    ScheduleStage stage;
+    bool ok = kv.size() <= 2;
+    for (absl::string_view item : absl::StrSplit(kv[0], '/')) {
+      int length = 0;
+      ok = ok && absl::SimpleAtoi(item, &length) && length >= tasks::kMinLength &&
+           length <= tasks::kMaxLength;
+      stage.lengths.push_back(length);
+    }
     const bool last = i + 1 == items.size();
-    if (kv.size() > 2 || !absl::SimpleAtoi(kv[0], &length) || length < tasks::kMinLength ||
-        (kv.size() == 2 && !absl::SimpleAtoi(kv[1], &until)) || (kv.size() == 1 && !last) ||
-        (!stages.empty() && kv.size() == 2 && until <= stages.back().second)) {
+    if (!ok || (kv.size() == 2 && !absl::SimpleAtoi(kv[1], &stage.until)) ||
+        (kv.size() == 1 && !last) ||
+        (!stages.empty() && kv.size() == 2 && stage.until <= stages.back().until)) {
       return absl::InvalidArgumentError(absl::StrCat("bad schedule stage '", items[i], "'"));
     }
-    stages.emplace_back(length, kv.size() == 2 ? until : std::numeric_limits<int>::max());
+    if (kv.size() == 1) stage.until = std::numeric_limits<int>::max();
+    stages.push_back(std::move(stage));
   }
   if (stages.empty()) return absl::InvalidArgumentError("empty schedule");
   return stages;
+}
+
+namespace {
+const ScheduleStage& StageAt(const std::vector<ScheduleStage>& schedule, int step) {
+  for (const ScheduleStage& stage : schedule) {
+    if (step < stage.until) return stage;
+  }
+  return schedule.back();
+}
+}  // namespace
+
+int LengthAt(const std::vector<ScheduleStage>& schedule, int step) {
+  const std::vector<int>& lengths = StageAt(schedule, step).lengths;
+  return lengths[static_cast<size_t>(step) % lengths.size()];
+}
+
+int EvalLengthAt(const std::vector<ScheduleStage>& schedule, int step) {
+  const std::vector<int>& lengths = StageAt(schedule, step).lengths;
+  return *std::max_element(lengths.begin(), lengths.end());
 }
 
 absl::Status Train(const TrainOptions& options, std::ostream& log) {

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <ostream>
 #include <string>
 #include <utility>
@@ -30,6 +31,14 @@ struct TaskChoice {
   int value_digits = 0;  // 0: the task's default
 };
 
+// One stage of the length curriculum. A stage with several lengths takes them in turn, one
+// per step, so that a model keeps what it learned at one length while it trains at another.
+struct ScheduleStage {
+  std::vector<int> lengths;  // prompt words
+  int until = 0;             // first step after the stage
+  bool operator==(const ScheduleStage&) const = default;
+};
+
 struct TrainOptions {
   std::string out_dir;  // checkpoint directory: config.json, weights, tokenizer, train state
   // Architecture (Llama, untied head). vocab_size is set from the tokenizer.
@@ -42,9 +51,8 @@ struct TrainOptions {
   int max_positions = 4096;
   // Task mix; each example draws its task with these weights.
   std::vector<TaskChoice> tasks;
-  // Length curriculum: (prompt length in words, last step at that length); the last stage
-  // runs to `steps`.
-  std::vector<std::pair<int, int>> schedule = {{512, 0}};
+  // Length curriculum; the last stage runs to `steps`.
+  std::vector<ScheduleStage> schedule = {{{512}, std::numeric_limits<int>::max()}};
   int batch = 16;
   int steps = 1000;
   double lr = 1e-3;  // constant after a linear warm-up (TRAINING-NOTES: beat one-cycle)
@@ -61,13 +69,18 @@ struct TrainOptions {
 };
 
 // Parses "passkey:1,multikey:2,mqar/k2/d5:2" (weights > 0; /kN sets the task's key words,
-// /dN its value digits) and "128:1500,256:3000,512" (the last stage may omit its end step).
+// /dN its value digits) and "128:1500,256:3000,512/1024" (the last stage may omit its end
+// step; "a/b" alternates lengths a and b step by step).
 // InvalidArgument on anything else.
 absl::StatusOr<std::vector<TaskChoice>> ParseTaskMix(const std::string& s);
 // The distinct task types of a mix, in order (what held-out evaluation measures: each at its
 // default parameters).
 std::vector<tasks::TaskType> TaskTypes(const std::vector<TaskChoice>& mix);
-absl::StatusOr<std::vector<std::pair<int, int>>> ParseSchedule(const std::string& s);
+absl::StatusOr<std::vector<ScheduleStage>> ParseSchedule(const std::string& s);
+// The prompt length (words) that training step `step` uses.
+int LengthAt(const std::vector<ScheduleStage>& schedule, int step);
+// The length held-out evaluation uses at `step`: the longest of its stage.
+int EvalLengthAt(const std::vector<ScheduleStage>& schedule, int step);
 
 // Trains, logging progress to `log` (and as JSON lines to out_dir/train_log.jsonl), saving
 // the checkpoint every save_every steps and at the end. Writes tokenizer.json,

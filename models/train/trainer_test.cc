@@ -44,7 +44,7 @@ TrainOptions Tiny(const fs::path& dir) {
   o.kv_heads = 2;
   o.intermediate = 64;
   o.tasks = {{.task = tasks::TaskType::kPasskey}, {.task = tasks::TaskType::kMqar}};
-  o.schedule = {{128, std::numeric_limits<int>::max()}};
+  o.schedule = {{{128}, std::numeric_limits<int>::max()}};
   o.batch = 8;
   o.lr = 3e-3;
   o.warmup = 5;
@@ -118,10 +118,27 @@ TEST(TrainerTest, ParsesMixAndSchedule) {
   auto sched = ParseSchedule("128:100,256:300,512");
   ASSERT_TRUE(sched.ok());
   EXPECT_EQ(sched->size(), 3u);
-  EXPECT_EQ((*sched)[1], std::make_pair(256, 300));
+  EXPECT_EQ((*sched)[1], (ScheduleStage{{256}, 300}));
+  EXPECT_EQ(LengthAt(*sched, 99), 128);
+  EXPECT_EQ(LengthAt(*sched, 100), 256);
+  EXPECT_EQ(LengthAt(*sched, 5000), 512);
   EXPECT_FALSE(ParseSchedule("128:300,256:100,512").ok());
+  EXPECT_FALSE(ParseSchedule("128/:300,512").ok());
+  EXPECT_FALSE(ParseSchedule("512/8").ok());
   EXPECT_FALSE(ParseSchedule("128,256").ok());
   EXPECT_FALSE(ParseSchedule("8").ok());
+}
+
+// A stage of several lengths takes them in turn, and evaluation uses the stage's longest.
+TEST(TrainerTest, AlternatingScheduleStageTakesItsLengthsInTurn) {
+  auto sched = ParseSchedule("256:10,512/1024");
+  ASSERT_TRUE(sched.ok()) << sched.status();
+  EXPECT_EQ(LengthAt(*sched, 9), 256);
+  EXPECT_EQ(LengthAt(*sched, 10), 512);
+  EXPECT_EQ(LengthAt(*sched, 11), 1024);
+  EXPECT_EQ(LengthAt(*sched, 12), 512);
+  EXPECT_EQ(EvalLengthAt(*sched, 9), 256);
+  EXPECT_EQ(EvalLengthAt(*sched, 10), 1024);
 }
 
 // The checkpoint the trainer writes is the model the engine runs: same logits.
