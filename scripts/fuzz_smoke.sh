@@ -12,11 +12,13 @@ if [[ ! -f "$build/build.ninja" ]]; then
   cmake -S "$src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCMAKE_C_COMPILER="$cc" -DCMAKE_CXX_COMPILER="$cxx" -DKVWIRE_FUZZ=ON >/dev/null
 fi
-cmake --build "$build" --target frame_decode_never_crashes_fuzzer frame_roundtrip_exact_fuzzer >/dev/null
+cmake --build "$build" --target frame_decode_never_crashes_fuzzer frame_roundtrip_exact_fuzzer \
+  rans_vectorised_matches_scalar_fuzzer >/dev/null
 corpus=$(mktemp -d)
 trap 'rm -rf "$corpus"' EXIT
 cp "$src"/tests/corpus/bad_frames/*.bin "$corpus"/
-for target in frame_decode_never_crashes_fuzzer frame_roundtrip_exact_fuzzer; do
+for target in frame_decode_never_crashes_fuzzer frame_roundtrip_exact_fuzzer \
+  rans_vectorised_matches_scalar_fuzzer; do
   work=$(mktemp -d -p "$corpus")
   [[ $target == frame_decode_never_crashes_fuzzer ]] && cp "$corpus"/*.bin "$work"/
   "$build/tests/fuzz/$target" -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=65536 \
