@@ -440,12 +440,14 @@ void WritePackedCodeStream(ByteWriter& w, std::span<const uint8_t> packed, int h
   // WriteCodeStream's choices, on bytes that are both its rANS symbols and its PackBits output.
   if (coder == EntropyCoder::kRans) {
     const int k = CodesPerSymbol(bits);
-    const std::vector<uint8_t> coded = RansEncode(packed, std::max(head_dim / k, 1), std::min(8, k * bits));
+    // In pieces: the words go straight from the coder's scratch into the chunk.
+    const RansPieces coded = RansEncodePieces(packed, std::max(head_dim / k, 1), std::min(8, k * bits));
     if (coded.size() < packed.size()) {
       w.U8(static_cast<uint8_t>(StreamMethod::kRans));
       w.Varint(static_cast<uint32_t>(packed.size()));
       w.Varint(static_cast<uint32_t>(coded.size()));
-      w.Bytes(coded);
+      w.Bytes(coded.head);
+      w.Bytes(coded.words);
       return;
     }
   }

@@ -1095,6 +1095,15 @@ bool DecodeAllOrders(std::span<uint8_t> out, size_t row_len, int num_contexts,
 // ---------------------------------------------------------------------------------------------
 
 std::vector<uint8_t> RansEncode(std::span<const uint8_t> symbols, int row_len, int alphabet_bits) {
+  const RansPieces pieces = RansEncodePieces(symbols, row_len, alphabet_bits);
+  std::vector<uint8_t> result;
+  result.reserve(pieces.size());
+  result.insert(result.end(), pieces.head.begin(), pieces.head.end());
+  result.insert(result.end(), pieces.words.begin(), pieces.words.end());
+  return result;
+}
+
+RansPieces RansEncodePieces(std::span<const uint8_t> symbols, int row_len, int alphabet_bits) {
   // Preconditions (row_len >= 1, alphabet_bits in 1..8) are clamped rather than trusted so a
   // caller bug cannot corrupt memory; symbols.size() must be < 2^32 (counts are 32-bit).
   row_len = std::max(row_len, 1);
@@ -1268,11 +1277,17 @@ std::vector<uint8_t> RansEncode(std::span<const uint8_t> symbols, int row_len, i
   }
 
   // Words are written back to front into an uninitialised scratch buffer of the worst-case
-  // size (one word per symbol; only the pages actually written get touched), then appended
-  // behind the final states, so the result is allocated once at its exact size and never
-  // zero-filled.
-  // 16 bytes more in front: the vectorised encoder stores 16 bytes below each new word.
-  std::unique_ptr<uint8_t[]> scratch(new uint8_t[2 * n + 16]);
+  // size (one word per symbol, and 16 bytes more in front: the vectorised encoder stores 16
+  // bytes below each new word), which the caller copies once, behind the head. The scratch is
+  // kept per thread: streams are coded one after another, and a fresh buffer would cost page
+  // faults on every page the words touch (more than the vectorised coding of those words).
+  thread_local std::unique_ptr<uint8_t[]> scratch;
+  thread_local size_t scratch_bytes = 0;
+  if (scratch_bytes < 2 * n + 16) {
+    scratch.reset();
+    scratch.reset(new uint8_t[2 * n + 16]);
+    scratch_bytes = 2 * n + 16;
+  }
   uint8_t* const words_end = scratch.get() + 2 * n + 16;
   // The coded order is the blocked rows, then the rest in plain order; the encoder runs it
   // backwards.
@@ -1307,14 +1322,10 @@ std::vector<uint8_t> RansEncode(std::span<const uint8_t> symbols, int row_len, i
     first = EncodeAll<1>(plain, rl, nc, col_ctx.data(), words_end, states);
     first = EncodeBlockedRows<1>(symbols.data(), blocked_rows, rl, col_ctx.data(), first, states);
   }
-  std::vector<uint8_t> result;
-  result.reserve(out.size() + 4 * used_lanes + static_cast<size_t>(words_end - first));
-  result.insert(result.end(), out.begin(), out.end());
   for (size_t j = 0; j < used_lanes; ++j) {
-    for (int b = 0; b < 4; ++b) result.push_back(static_cast<uint8_t>(states[j] >> (8 * b)));
+    for (int b = 0; b < 4; ++b) out.push_back(static_cast<uint8_t>(states[j] >> (8 * b)));
   }
-  result.insert(result.end(), first, words_end);
-  return result;
+  return {std::move(out), std::span<const uint8_t>(first, words_end)};
 }
 
 absl::Status ReadRansHead(const uint8_t*& p, const uint8_t* end, uint64_t num_symbols,

@@ -24,6 +24,16 @@ namespace kvcodec {
 // with the caller's alphabet_bits then fails instead of returning wrong data.
 std::vector<uint8_t> RansEncode(std::span<const uint8_t> symbols, int row_len, int alphabet_bits);
 
+// RansEncode's stream in two pieces, for callers that copy it into a larger buffer anyway:
+// `head` (tag, fields, tables, final states) then `words`, which points into a buffer of the
+// calling thread that its next RansEncode or RansEncodePieces call overwrites.
+struct RansPieces {
+  std::vector<uint8_t> head;
+  std::span<const uint8_t> words;
+  size_t size() const { return head.size() + words.size(); }
+};
+RansPieces RansEncodePieces(std::span<const uint8_t> symbols, int row_len, int alphabet_bits);
+
 // Decodes exactly out.size() symbols. Any malformed input returns an error, never reads out of
 // bounds, and never loops without consuming input.
 absl::Status RansDecode(std::span<const uint8_t> in, int row_len, int alphabet_bits,
