@@ -288,6 +288,55 @@ TEST(RansTest, SingleSymbolStreamsAreTiny) {
   ExpectRoundTrip(Bytes(12345, 0), 1, 8, "zeros");
 }
 
+// The normaliser claims optimal tables: for each context's counts, no move of one unit of
+// frequency from one symbol to another lowers sum(count * log2(M / freq)). Checked on the
+// tables written into streams whose rare symbols overshoot the rounded sum (the case the
+// normaliser's walk handles), whose rounding undershoots it, and on keys-like INT4 pairs.
+TEST(RansTest, TablesAreOptimalForTheirCounts) {
+  std::mt19937_64 rng(38);
+  std::vector<std::pair<Bytes, int>> cases;
+  Bytes rare(50000, 7);  // one dominant symbol and many rare ones: rounding up overshoots
+  for (size_t i = 0; i < rare.size(); i += 1 + rng() % 300) rare[i] = static_cast<uint8_t>(rng() % 256);
+  cases.emplace_back(std::move(rare), 1);
+  cases.emplace_back(MakeSymbols(Shape::kUniform, 3000, 8, 39), 1);  // rounding down undershoots
+  cases.emplace_back(MakeSymbols(Shape::kLaplacian, 20000, 8, 40), 1);
+  cases.emplace_back(MakeInt4Pairs(2000, 128, 41, true), 64);
+  for (const auto& [v, row_len] : cases) {
+    const Bytes enc = RansEncode(v, row_len, 8);
+    const uint8_t* p = enc.data();
+    RansStreamHead head;
+    ASSERT_TRUE(ReadRansHead(p, enc.data() + enc.size(), v.size(), row_len, 8, &head).ok());
+    for (int c = 0; c < head.num_contexts; ++c) {
+      uint16_t freq[256];
+      ASSERT_TRUE(ReadRansTable(p, enc.data() + enc.size(), head, c, freq).ok());
+      std::vector<double> count(256, 0.0);
+      for (size_t i = 0; i < v.size(); ++i) {
+        const int col = static_cast<int>(i % row_len);
+        if (col * head.num_contexts / row_len == c) count[v[i]] += 1;
+      }
+      // Best exchange: the largest gain of one more unit against the smallest loss of one.
+      double best_gain = 0.0, least_loss = HUGE_VAL;
+      int up = -1, down = -1;
+      for (int s = 0; s < 256; ++s) {
+        if (count[s] == 0) {
+          EXPECT_EQ(freq[s], 0) << "absent symbol " << s << " has a frequency";
+          continue;
+        }
+        ASSERT_GE(freq[s], 1);
+        const double gain = count[s] * std::log2((freq[s] + 1.0) / freq[s]);
+        if (gain > best_gain) best_gain = gain, up = s;
+        if (freq[s] > 1) {
+          const double loss = count[s] * std::log2(freq[s] / (freq[s] - 1.0));
+          if (loss < least_loss) least_loss = loss, down = s;
+        }
+      }
+      EXPECT_TRUE(up == down || best_gain <= least_loss * (1 + 1e-9))
+          << "context " << c << ": moving a unit from " << down << " to " << up << " saves "
+          << best_gain - least_loss << " bits";
+    }
+  }
+}
+
 TEST(RansTest, UniformStreamCostsAboutItsSize) {
   const Bytes v = MakeSymbols(Shape::kUniform, 1 << 18, 8, 21);
   const Bytes enc = RansEncode(v, 256, 8);
