@@ -17,9 +17,29 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 
 namespace kvcodec {
 namespace {
+
+#if defined(__x86_64__) && defined(__GNUC__)
+// bf16 -> float 16 at a time where the CPU has AVX2 (the quantizer converts every input value
+// once; the SSE2 loop is half as wide). Returns the count converted.
+__attribute__((target("avx2"))) size_t BF16ToFloatAvx2(const unsigned char* p, size_t n,
+                                                       float* dst) {
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2 * i));
+    const __m256i lo = _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(h)), 16);
+    const __m256i hi = _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(h, 1)), 16);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), lo);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i + 8), hi);
+  }
+  return i;
+}
+#endif
 
 // Branch-free select: all-ones mask picks a. Written with masks rather than ?: because GCC
 // otherwise keeps some selects as branches and then refuses to vectorise the loop.
@@ -169,6 +189,9 @@ void ToFloat(const void* src, DType dtype, size_t n, float* dst) {
     case DType::kBFloat16: {
       const auto* p = static_cast<const unsigned char*>(src);
       size_t i = 0;
+#if defined(__x86_64__) && defined(__GNUC__)
+      if (n >= 16 && HaveAvx2()) i = BF16ToFloatAvx2(p, n, dst);
+#endif
 #if defined(__SSE2__)
       // bf16 is the top half of a float: interleave zeros below each value.
       const __m128i zero = _mm_setzero_si128();
