@@ -275,6 +275,21 @@ bool DecodeBlocked(uint8_t* dst, size_t rows, size_t row_len_rt,
 }
 
 
+// A buffer per thread that only grows, for the decoding tables: streams are decoded one after
+// another on a thread, and fresh tables per stream (up to 1.3 MB with 64 contexts) cost a page
+// fault on every page they touch. Distinct types (or `Use` values) get distinct buffers.
+template <typename T, int Use>
+T* ThreadBuffer(size_t count) {
+  thread_local std::unique_ptr<T[]> buffer;
+  thread_local size_t capacity = 0;
+  if (count > capacity) {
+    buffer.reset();
+    buffer.reset(new T[count]);
+    capacity = count;
+  }
+  return buffer.get();
+}
+
 // ---- 32 lanes ----------------------------------------------------------------------------
 // Per column, what the vectorised decoder needs: the context's slot table, or null when the
 // context has a single symbol (freq 4096: decoding leaves every state as it is and reads no
@@ -496,8 +511,8 @@ absl::Status RansDecode(std::span<const uint8_t> in, int row_len, int alphabet_b
 
   // Left uninitialised: a used context's slots (they sum to M) and its alphabet's freq/cum
   // entries are all written below, and nothing else is read.
-  std::unique_ptr<DecodeContext[]> contexts(
-      new DecodeContext[std::max<uint32_t>(head.used_contexts, 1)]);
+  DecodeContext* const contexts =
+      ThreadBuffer<DecodeContext, 0>(std::max<uint32_t>(head.used_contexts, 1));
   for (int c = 0; c < nc; ++c) {
     uint16_t freq[256];
     KVC_RETURN_IF_ERROR(ReadRansTable(p, end, head, c, freq));
@@ -514,16 +529,16 @@ absl::Status RansDecode(std::span<const uint8_t> in, int row_len, int alphabet_b
   uint32_t states[kWideLanes];
   KVC_RETURN_IF_ERROR(ReadRansStates(p, end, head, n, states));
 
-  std::vector<const DecodeContext*> col_ctx(std::max<size_t>(cols, 1), contexts.get());
+  std::vector<const DecodeContext*> col_ctx(std::max<size_t>(cols, 1), contexts);
   for (size_t c = 0; c < cols; ++c) col_ctx[c] = &contexts[ContextOfColumn(c, row_len, nc)];
   const DecodeContext* const* cc = col_ctx.data();
   bool ok = false;
   if (lanes == kWideLanes) {
     // The vectorised decoder's tables: 16 KiB per context, built only where it runs.
-    std::unique_ptr<uint32_t[]> slot_tables;
     std::vector<WideColumn> col_wide;
     if (rans_wide::Available() && n >= kWideLaneMinSymbols / 2) {
-      slot_tables.reset(new uint32_t[static_cast<size_t>(head.used_contexts) * kProbScale]);
+      uint32_t* const slot_tables =
+          ThreadBuffer<uint32_t, 1>(static_cast<size_t>(head.used_contexts) * kProbScale);
       std::vector<WideColumn> ctx_wide(head.used_contexts);
       for (uint32_t c = 0; c < head.used_contexts; ++c) {
         const DecodeContext& dc = contexts[c];
@@ -533,7 +548,7 @@ absl::Status RansDecode(std::span<const uint8_t> in, int row_len, int alphabet_b
         }
         uint16_t freq[256];
         for (int s = 0; s < head.alphabet; ++s) freq[s] = dc.fc[s].freq;
-        uint32_t* t = slot_tables.get() + static_cast<size_t>(c) * kProbScale;
+        uint32_t* t = slot_tables + static_cast<size_t>(c) * kProbScale;
         rans_wide::BuildSlotTable(freq, head.alphabet, t);
         ctx_wide[c] = {t, 0};
       }
