@@ -274,7 +274,6 @@ bool DecodeBlocked(uint8_t* dst, size_t rows, size_t row_len_rt,
   return true;
 }
 
-
 // A buffer per thread that only grows, for the decoding tables: streams are decoded one after
 // another on a thread, and fresh tables per stream (up to 1.3 MB with 64 contexts) cost a page
 // fault on every page they touch. Distinct types (or `Use` values) get distinct buffers.
