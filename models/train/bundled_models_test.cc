@@ -48,5 +48,23 @@ void CheckModel(const std::string& name) {
 TEST(BundledModelsTest, TargetReproducesItsRecordedAccuracy) { CheckModel("target"); }
 TEST(BundledModelsTest, ScoutReproducesItsRecordedAccuracy) { CheckModel("scout"); }
 
+// The card's acceptance text names each length that clears the bar at every depth and the
+// cells that do not.
+TEST(ModelCardTest, AcceptanceTextNamesTheCellsBelowTheBar) {
+  nlohmann::json measured = {
+      {"accuracy",
+       {{"passkey", {{"512", {{"0.00", {20, 20}}, {"1.00", {20, 20}}}},
+                     {"1024", {{"0.00", {20, 20}}, {"1.00", {20, 20}}}}}},
+        {"multikey", {{"512", {{"0.00", {19, 20}}, {"1.00", {20, 20}}}},
+                      {"1024", {{"0.00", {18, 20}}, {"1.00", {20, 20}}}}}}}}};
+  const std::string text = AcceptanceText(measured, 0.95);
+  EXPECT_NE(text.find("512 words: met"), std::string::npos) << text;
+  EXPECT_NE(text.find("1024 words: not met: multikey 90% at depth 0.00 (18/20)"), std::string::npos)
+      << text;
+  EXPECT_NE(AcceptanceText(measured, 0.8).find("1024 words: met"), std::string::npos);
+  measured["accuracy"].erase("multikey");
+  EXPECT_NE(AcceptanceText(measured, 0.8).find("Not measured"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace kvwire::train

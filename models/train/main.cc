@@ -15,6 +15,9 @@
 
 #include <CLI/CLI.hpp>
 
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+
 #include "models/train/model_card.h"
 #include "models/train/trainer.h"
 #include "server/engine/blas_kernels.h"
@@ -68,6 +71,9 @@ int main(int argc, char** argv) {
   card->add_option("--lengths", card_options.lengths)->delimiter(',');
   card->add_option("--depths", card_options.depths)->delimiter(',')->check(CLI::Range(0.0, 1.0));
   card->add_option("--examples", card_options.examples)->check(CLI::PositiveNumber);
+  double card_bar = 0;
+  card->add_option("--bar", card_bar, "acceptance bar to report (0.95: 95% at every depth)")
+      ->check(CLI::Range(0.0, 1.0));
   // --out is required for training only.
   app.get_option("--out")->required(false);
   try {
@@ -107,6 +113,13 @@ int main(int argc, char** argv) {
     }
     (*measured)["fixed_check"] = (*fixed)["accuracy"];
     (*measured)["retrieves"] = Retrieves(*measured, 0.9);
+    if (card_bar > 0) (*measured)["acceptance_bar"] = card_bar;
+    // The card quotes the command that measured it.
+    std::string command = "kvwire_train card --model " + card_options.model_dir + " --name " +
+                          card_name + " --lengths " + absl::StrJoin(card_options.lengths, ",") +
+                          " --examples " + std::to_string(card_options.examples);
+    if (card_bar > 0) command += " --bar " + absl::StrFormat("%g", card_bar);
+    (*measured)["card_command"] = command;
     auto text = RenderModelCard(card_options.model_dir, card_name, *measured);
     if (!text.ok()) {
       std::cerr << "kvwire_train card: " << text.status() << "\n";

@@ -41,7 +41,12 @@ absl::StatusOr<nlohmann::json> MeasureModel(const CardOptions& options);
 // bar a checkpoint must clear before tests that need a retrieving model are registered.
 bool Retrieves(const nlohmann::json& measured, double min_accuracy);
 
-// The model card (Markdown) for `measured`, with the architecture read from config.json and
+// The card's acceptance paragraph: for each measured length, whether passkey and multikey
+// reach `bar` exact match at every needle depth, naming the cells that fall short.
+std::string AcceptanceText(const nlohmann::json& measured, double bar);
+
+// The model card (Markdown) for `measured` (with an acceptance section when measured has an
+// "acceptance_bar"), with the architecture read from config.json and
 // the training record (train_command.txt, train_state.json) of model_dir.
 absl::StatusOr<std::string> RenderModelCard(const std::string& model_dir, const std::string& name,
                                             const nlohmann::json& measured);
