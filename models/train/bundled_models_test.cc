@@ -62,6 +62,9 @@ TEST(ModelCardTest, AcceptanceTextNamesTheCellsBelowTheBar) {
   EXPECT_NE(text.find("1024 words: not met: multikey 90% at depth 0.00 (18/20)"), std::string::npos)
       << text;
   EXPECT_NE(AcceptanceText(measured, 0.8).find("1024 words: met"), std::string::npos);
+  EXPECT_EQ(LengthsMeetingBar(measured, 0.95), std::vector<std::string>{"512"});
+  EXPECT_EQ(LengthsMeetingBar(measured, 0.8), (std::vector<std::string>{"1024", "512"}));
+  EXPECT_TRUE(LengthsMeetingBar(measured, 1.0).empty());
   measured["accuracy"].erase("multikey");
   EXPECT_NE(AcceptanceText(measured, 0.8).find("Not measured"), std::string::npos);
 }

@@ -134,6 +134,41 @@ bool Retrieves(const nlohmann::json& measured, double min_accuracy) {
   return true;
 }
 
+namespace {
+
+// The cells (task, depth) of one length below `bar`, described.
+std::vector<std::string> CellsBelowBar(const nlohmann::json& acc, const std::string& length,
+                                       double bar) {
+  std::vector<std::string> short_cells;
+  for (const char* task : {"passkey", "multikey"}) {
+    if (!acc.contains(task) || !acc[task].contains(length)) {
+      short_cells.push_back(absl::StrCat(task, " not measured"));
+      continue;
+    }
+    for (const auto& [depth, ct] : acc[task][length].items()) {
+      const int correct = ct[0].get<int>(), total = ct[1].get<int>();
+      if (total == 0 || correct < bar * total) {
+        short_cells.push_back(absl::StrFormat("%s %.0f%% at depth %s (%d/%d)", task,
+                                              total ? 100.0 * correct / total : 0.0, depth,
+                                              correct, total));
+      }
+    }
+  }
+  return short_cells;
+}
+
+}  // namespace
+
+std::vector<std::string> LengthsMeetingBar(const nlohmann::json& measured, double bar) {
+  std::vector<std::string> lengths;
+  const nlohmann::json& acc = measured["accuracy"];
+  if (!acc.contains("passkey")) return lengths;
+  for (const auto& [length, unused] : acc["passkey"].items()) {
+    if (CellsBelowBar(acc, length, bar).empty()) lengths.push_back(length);
+  }
+  return lengths;
+}
+
 std::string AcceptanceText(const nlohmann::json& measured, double bar) {
   std::string text = absl::StrFormat(
       "Bar: at least %.0f%% exact match on passkey and multikey at every needle depth (issue 4 "
@@ -145,21 +180,7 @@ std::string AcceptanceText(const nlohmann::json& measured, double bar) {
     return text + " Not measured: the card needs both tasks.\n";
   }
   for (const auto& [length, unused] : acc["passkey"].items()) {
-    std::vector<std::string> short_cells;
-    for (const char* task : {"passkey", "multikey"}) {
-      if (!acc[task].contains(length)) {
-        short_cells.push_back(absl::StrCat(task, " not measured"));
-        continue;
-      }
-      for (const auto& [depth, ct] : acc[task][length].items()) {
-        const int correct = ct[0].get<int>(), total = ct[1].get<int>();
-        if (total == 0 || correct < bar * total) {
-          short_cells.push_back(absl::StrFormat("%s %.0f%% at depth %s (%d/%d)", task,
-                                                total ? 100.0 * correct / total : 0.0, depth,
-                                                correct, total));
-        }
-      }
-    }
+    const std::vector<std::string> short_cells = CellsBelowBar(acc, length, bar);
     absl::StrAppend(&text, "\n- ", length, " words: ",
                     short_cells.empty() ? std::string("met")
                                         : absl::StrCat("not met: ", absl::StrJoin(short_cells, ", ")));

@@ -41,6 +41,9 @@ absl::StatusOr<nlohmann::json> MeasureModel(const CardOptions& options);
 // bar a checkpoint must clear before tests that need a retrieving model are registered.
 bool Retrieves(const nlohmann::json& measured, double min_accuracy);
 
+// The measured lengths at which passkey and multikey reach `bar` exact match at every depth.
+std::vector<std::string> LengthsMeetingBar(const nlohmann::json& measured, double bar);
+
 // The card's acceptance paragraph: for each measured length, whether passkey and multikey
 // reach `bar` exact match at every needle depth, naming the cells that fall short.
 std::string AcceptanceText(const nlohmann::json& measured, double bar);
