@@ -117,6 +117,19 @@ inline void Refill(uint32_t& x, const uint8_t*& p) {
   SelectIfLow((x << 16) | Load16(p), p + 2, x, p);
 }
 
+// One step where the caller cannot guarantee the word: the refill is bounds-checked. False if
+// the word stream has run out.
+inline bool DecodeStepChecked(uint32_t& x, const DecodeContext* c, const uint8_t*& p,
+                              const uint8_t* end, uint8_t* out) {
+  *out = DecodeStep(x, c);
+  if (x < kStateLow) {
+    if (end - p < 2) return false;
+    x = (x << 16) | Load16(p);
+    p += 2;
+  }
+  return true;
+}
+
 // One column run of `groups` groups of 8 rows without bounds checks (the caller guarantees
 // 16 readable bytes per group); returns the advanced input pointer. The context's tables are
 // loop-invariant, and the states are copied into scalars (GCC keeps a local array of them in
@@ -223,14 +236,8 @@ bool DecodeAll(std::span<uint8_t> out, size_t row_len, int num_contexts,
   }
   // The rest, with bounds checks.
   for (size_t col = i % row_len; i < n; ++i) {
-    uint32_t& xs = x[i % kLanes];
-    dst[i] = DecodeStep(xs, col_ctx[col]);
+    if (!DecodeStepChecked(x[i % kLanes], col_ctx[col], p, end, &dst[i])) return false;
     col = col + 1 == row_len ? 0 : col + 1;
-    if (xs < kStateLow) {
-      if (end - p < 2) return false;
-      xs = (xs << 16) | Load16(p);
-      p += 2;
-    }
   }
   std::copy(x, x + kLanes, states);
   *pos = p;
@@ -259,13 +266,7 @@ bool DecodeBlocked(uint8_t* dst, size_t rows, size_t row_len_rt,
         p = DecodeColumnRun<kLanes, kRowLen>(o, block_rows / 8, row_len, c, p, states);
       } else {
         for (size_t r = 0; r < block_rows; ++r, o += row_len) {
-          uint32_t& xs = states[r % kLanes];
-          *o = DecodeStep(xs, c);
-          if (xs < kStateLow) {
-            if (end - p < 2) return false;
-            xs = (xs << 16) | Load16(p);
-            p += 2;
-          }
+          if (!DecodeStepChecked(states[r % kLanes], c, p, end, o)) return false;
         }
       }
     }
@@ -335,13 +336,7 @@ bool DecodeRunWide(uint8_t* out, size_t stride, size_t rows, const DecodeContext
     r += units * kWideLanes;
   }
   for (; r < rows; ++r) {
-    uint32_t& xs = states[r % kWideLanes];
-    out[r * stride] = DecodeStep(xs, c);
-    if (xs < kStateLow) {
-      if (end - p < 2) return false;
-      xs = (xs << 16) | Load16(p);
-      p += 2;
-    }
+    if (!DecodeStepChecked(states[r % kWideLanes], c, p, end, &out[r * stride])) return false;
   }
   *pos = p;
   return true;
@@ -385,14 +380,8 @@ bool DecodeAllOrdersWide(std::span<uint8_t> out, size_t row_len, int num_context
   }
   const uint8_t* p = *pos;
   for (size_t col = i % row_len; i < m; ++i) {
-    uint32_t& xs = states[i % kWideLanes];
-    dst[i] = DecodeStep(xs, col_ctx[col]);
+    if (!DecodeStepChecked(states[i % kWideLanes], col_ctx[col], p, end, &dst[i])) return false;
     col = col + 1 == row_len ? 0 : col + 1;
-    if (xs < kStateLow) {
-      if (end - p < 2) return false;
-      xs = (xs << 16) | Load16(p);
-      p += 2;
-    }
   }
   *pos = p;
   return true;
