@@ -83,7 +83,9 @@ struct SelectionConfig {
   bool pyramid = false;
   double pyramid_beta = 20.0;
   HeadMode head_mode = HeadMode::kShared;
-  // SnapKV observation window (the last `window` tokens), pooling kernel (odd) and kind.
+  // SnapKV observation window (the last `window` tokens). SnapKV's and Q2C's scores are pooled
+  // over `kernel_size` neighbours (odd; 1 = the raw scores) before ranking, so a kept token
+  // brings its neighbours (the rest of a multi-token answer).
   int window = 32;
   int kernel_size = 7;
   Pooling pooling = Pooling::kMax;

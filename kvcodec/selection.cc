@@ -397,6 +397,18 @@ class Selector {
       std::fill(out.begin() + prefix, out.end(), 0.0);
       return;
     }
+    if (config_.method == SelectionMethod::kQ2C) {
+      // Pooled for the same reason as SnapKV: the question's attention peaks on one token of
+      // a multi-token answer (the first digit of a pass key, say), and the tokens next to it
+      // are what generation reads after it. The context before and after the protected
+      // question span is pooled separately so the question's own scores do not spill.
+      const int begin = std::clamp(config_.protect_begin, 0, num_tokens_);
+      const int end = std::clamp(config_.protect_end, begin, num_tokens_);
+      Pool1D(raw, begin, config_.kernel_size, config_.pooling, out.data());
+      std::fill(out.begin() + begin, out.begin() + end, 0.0);
+      Pool1D(raw + end, num_tokens_ - end, config_.kernel_size, config_.pooling, out.data() + end);
+      return;
+    }
     for (int t = 0; t < num_tokens_; ++t) out[t] = raw[t];
   }
 

@@ -48,6 +48,8 @@ SelectionConfig Config(SelectionMethod method, int budget) {
   c.method = method;
   c.budget_tokens = budget;
   c.head_mode = HeadMode::kPerHead;
+  // Q2C serves most tests as plain top-k by score: no pooling (Q2CPooling tests it).
+  if (method == SelectionMethod::kQ2C) c.kernel_size = 1;
   return c;
 }
 
@@ -238,6 +240,28 @@ TEST(SelectionTest, Q2CKeepsTopScoresPerHead) {
   Selection s = MustSelect(Config(SelectionMethod::kQ2C, 2), Shape(1, 2, 6), &scores);
   EXPECT_THAT(s.kept[0][0], ElementsAre(1, 3));
   EXPECT_THAT(s.kept[0][1], ElementsAre(4, 5));
+}
+
+// Regression: Q2C ranked raw scores, and on the bundled target it kept the pass key's first
+// digit without the rest (0% of full at 25% where SnapKV's pooled ranking kept 100%). Q2C now
+// pools like SnapKV, the context on each side of the question separately.
+TEST(SelectionTest, Q2CPoolsTheContextOnEachSideOfTheQuestion) {
+  // Question at [8, 10); its own scores are large and must not lift tokens 7 and 10.
+  ImportanceScores scores =
+      Scores(1, 1, 12, {0.1f, 0.0f, 0.0f, 0.9f, 0.0f, 0.2f, 0.0f, 0.3f, 5.0f, 5.0f, 0.0f, 0.05f});
+  SelectionConfig c = Config(SelectionMethod::kQ2C, 5);
+  c.protect_begin = 8;
+  c.protect_end = 10;
+  c.kernel_size = 3;
+  c.pooling = Pooling::kMax;
+  // Pooled: 0.1 0.1 0.9 0.9 0.9 0.2 0.3 0.3 | question | 0.05 0.05.
+  EXPECT_THAT(MustSelect(c, Shape(1, 1, 12), &scores).kept[0][0], ElementsAre(2, 3, 4, 8, 9));
+  c.kernel_size = 1;  // the raw ranking: 0.9, 0.3, 0.2
+  EXPECT_THAT(MustSelect(c, Shape(1, 1, 12), &scores).kept[0][0], ElementsAre(3, 5, 7, 8, 9));
+  c.kernel_size = 3;
+  c.pooling = Pooling::kAvg;
+  // Averages: t2 0.3, t3 0.3, t4 0.367, t6 0.167, t7 0.15, t1 0.033, t10 0.025.
+  EXPECT_THAT(MustSelect(c, Shape(1, 1, 12), &scores).kept[0][0], ElementsAre(2, 3, 4, 8, 9));
 }
 
 TEST(SelectionTest, TiesGoToLowerTokenIndex) {

@@ -1,7 +1,7 @@
 // Issue 6's accuracy assertions on the bundled target model (models/target), which can do the
 // needle tasks the random test model cannot:
 //   - INT8 stays within 1 point of the full cache;
-//   - random selection at 25% loses to SnapKV at 25% on needle tasks;
+//   - random selection at 25% loses to SnapKV at 25% and to Q2C at 25% on needle tasks;
 //   - no configuration beats the full cache beyond noise;
 //   - and, on a model that retrieves, agreement still falls as bits drop (INT8 >= INT4 >= INT2).
 // client/eval/CMakeLists.txt registers this test with ctest only once the model's measured card
@@ -64,7 +64,8 @@ class ModelAccuracyTest : public ::testing::Test {
     ASSERT_TRUE(model.ok()) << model.status();
     std::vector<EvalConfig> configs;
     for (const char* spec : {"full", "int8=plan=*:int8", "int4=plan=*:int4", "int2=plan=*:int2",
-                             "snapkv25=select=snapkv;keep=0.25", "random25=select=random;keep=0.25;seed=1"}) {
+                             "snapkv25=select=snapkv;keep=0.25", "q2c25=select=q2c;keep=0.25",
+                             "random25=select=random;keep=0.25;seed=1"}) {
       auto c = ParseConfigSpec(spec);
       ASSERT_TRUE(c.ok()) << c.status();
       configs.push_back(*c);
@@ -119,6 +120,11 @@ TEST_F(ModelAccuracyTest, NeedleMatrixOnTheBundledTarget) {
   EXPECT_GT(random.mean, 2 * random.stderr_)
       << "random 25% does not lose to SnapKV 25%: " << Of("snapkv25").score << " vs "
       << Of("random25").score;
+
+  // Regression: unpooled Q2C kept the pass key's first digit only and scored 0 on this model.
+  const PairedDelta q2c = PairedScoreDelta(*records_, "q2c25", "random25");
+  EXPECT_GT(q2c.mean, 2 * q2c.stderr_)
+      << "random 25% does not lose to Q2C 25%: " << Of("q2c25").score << " vs " << Of("random25").score;
 
   for (const ConfigSummary& c : summary_->configs) {
     const PairedDelta d = PairedScoreDelta(*records_, c.label.name, "full");
