@@ -77,19 +77,27 @@ double HistogramBits(const uint32_t* counts, int alphabet, uint64_t total) {
   return std::max(0.0, CLog2C(total) - sum);
 }
 
-// Bytes the presence part of a table takes in run-length form (bitmap form is 1 + ceil(A/8)).
-static size_t PresenceRunBytes(const uint16_t* freq, int alphabet) {
-  size_t bytes = 0;
+// Calls emit(v) with each varint of a table's presence part in run-length form: alternating
+// runs of absent and present symbols, starting with absent; the first run is doubled so that
+// its low bit (0) tells it from the bitmap form's marker 1.
+template <typename Emit>
+void ForEachPresenceRun(const uint16_t* freq, int alphabet, Emit emit) {
   int s = 0;
   bool first = true;
   bool want_present = false;
   while (s < alphabet) {
     uint32_t run = 0;
     while (s < alphabet && (freq[s] != 0) == want_present) ++s, ++run;
-    bytes += VarintSize(first ? run * 2 : run);
+    emit(first ? run * 2 : run);
     first = false;
     want_present = !want_present;
   }
+}
+
+// Bytes the presence part of a table takes in run-length form (bitmap form is 1 + ceil(A/8)).
+static size_t PresenceRunBytes(const uint16_t* freq, int alphabet) {
+  size_t bytes = 0;
+  ForEachPresenceRun(freq, alphabet, [&](uint32_t v) { bytes += VarintSize(v); });
   return bytes;
 }
 
@@ -254,16 +262,7 @@ void NormalizeCounts(const uint32_t* counts, int alphabet, uint64_t total, uint1
 void WriteTable(std::vector<uint8_t>& out, const uint16_t* freq, int alphabet) {
   const size_t bitmap_bytes = static_cast<size_t>(alphabet + 7) / 8;
   if (PresenceRunBytes(freq, alphabet) <= 1 + bitmap_bytes) {
-    int s = 0;
-    bool first = true;
-    bool want_present = false;
-    while (s < alphabet) {
-      uint32_t run = 0;
-      while (s < alphabet && (freq[s] != 0) == want_present) ++s, ++run;
-      PutVarint(out, first ? run * 2 : run);
-      first = false;
-      want_present = !want_present;
-    }
+    ForEachPresenceRun(freq, alphabet, [&](uint32_t v) { PutVarint(out, v); });
   } else {
     out.push_back(1);
     const size_t start = out.size();
