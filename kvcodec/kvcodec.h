@@ -78,8 +78,10 @@ struct SelectionConfig {
   // wins; otherwise ceil(keep_ratio * num_tokens).
   double keep_ratio = 1.0;
   int budget_tokens = 0;
-  // PyramidKV: budgets fall linearly from the first to the last layer with the same mean;
-  // the last layer gets mean / pyramid_beta.
+  // PyramidKV: budgets fall linearly from the first to the last layer with the same mean. The
+  // line shapes the selected tokens only: every layer also keeps the method's fixed tokens
+  // (SnapKV's window, H2O's recent, the protected span), and the last layer selects
+  // (mean - fixed) / pyramid_beta.
   bool pyramid = false;
   double pyramid_beta = 20.0;
   HeadMode head_mode = HeadMode::kShared;

@@ -486,13 +486,50 @@ uint64_t Selection::kept_tokens() const {
   return total;
 }
 
-// PyramidKV. The budgets lie on a line from `first` (layer 0) to `last` (the last layer) with
-// last = max(1, mean / beta) and first = 2 * mean - last, so the real-valued line has exactly
-// the base budget as its mean. If `first` would exceed num_tokens, it is pinned to num_tokens
-// and `last` raised to 2 * mean - num_tokens: the slope flattens instead of the mean dropping
-// (a keep-all budget therefore stays keep-all in every layer). The line is then rounded with
-// the largest-remainder method (ties to the lower layer), which keeps the integer sum at exactly
-// num_layers * mean and the budgets non-increasing.
+// Tokens every layer keeps whatever the budget and the scores say: the protected span and the
+// method's fixed ranges (SnapKV's window, H2O's recent tokens, the anchor rule's sinks and
+// recent tokens), as a union. Anchor-id tokens depend on the prompt and are not counted.
+static int FixedMandatoryTokens(const SelectionConfig& config, int num_tokens) {
+  std::vector<std::pair<int64_t, int64_t>> ranges = {{config.protect_begin, config.protect_end}};
+  const int64_t n = num_tokens;
+  switch (config.method) {
+    case SelectionMethod::kSnapKV:
+      ranges.push_back({n - config.window, n});
+      break;
+    case SelectionMethod::kH2O:
+      ranges.push_back({n - config.recent_tokens, n});
+      break;
+    case SelectionMethod::kAnchorRule:
+      ranges.push_back({0, config.sink_tokens});
+      ranges.push_back({n - config.recent_tokens, n});
+      break;
+    default:
+      break;
+  }
+  for (auto& [b, e] : ranges) {
+    b = std::clamp<int64_t>(b, 0, n);
+    e = std::clamp<int64_t>(e, b, n);
+  }
+  std::sort(ranges.begin(), ranges.end());
+  int64_t count = 0, covered_to = 0;
+  for (const auto& [b, e] : ranges) {
+    const int64_t from = std::max(b, covered_to);
+    if (e > from) count += e - from;
+    covered_to = std::max(covered_to, e);
+  }
+  return static_cast<int>(count);
+}
+
+// PyramidKV. As in the PyramidKV paper, the pyramid shapes only the selectable part of the
+// budget: every layer keeps the method's fixed tokens (`reserved`: the observation window for
+// SnapKV) plus a share of mean - reserved selected tokens on a line from `first` (layer 0) to
+// `last` (the last layer), last = max(1, selectable / beta) and first = 2 * selectable - last, so
+// the real-valued line has exactly the base budget as its mean. If the first layer's budget
+// would exceed num_tokens, it is pinned to num_tokens and `last` raised to keep the mean: the
+// slope flattens instead of the mean dropping (a keep-all budget therefore stays keep-all in
+// every layer). The line is then rounded with the largest-remainder method (ties to the lower
+// layer), which keeps the integer sum at exactly num_layers * mean and the budgets
+// non-increasing. A budget no larger than the reserved tokens stays flat.
 //
 // LayerBudgets has no error channel: for a config Select would reject it returns the budgets of
 // the nearest valid one (keep_ratio clamped into (0, 1], beta below 1 treated as 1).
@@ -502,13 +539,17 @@ std::vector<int> LayerBudgets(const SelectionConfig& config, const CacheShape& s
   const int mean = BaseBudget(config, num_tokens);
   std::vector<int> budgets(num_layers, mean);
   if (!config.pyramid || num_layers <= 1 || num_tokens == 0) return budgets;
+  const int reserved = FixedMandatoryTokens(config, num_tokens);
+  const int selectable = mean - reserved;
+  if (selectable <= 0) return budgets;
 
   const double beta = config.pyramid_beta >= 1 ? config.pyramid_beta : 1.0;  // NaN -> 1
-  double last = std::max(1.0, mean / beta);
-  double first = 2.0 * mean - last;
-  if (first > num_tokens) {
-    first = num_tokens;
-    last = 2.0 * mean - num_tokens;
+  const int room = num_tokens - reserved;  // most tokens a layer can select
+  double last = std::max(1.0, selectable / beta);
+  double first = 2.0 * selectable - last;
+  if (first > room) {
+    first = room;
+    last = 2.0 * selectable - room;
   }
   std::vector<int64_t> floors(num_layers);
   std::vector<double> fractions(num_layers);
@@ -520,7 +561,7 @@ std::vector<int> LayerBudgets(const SelectionConfig& config, const CacheShape& s
     sum += floors[l];
   }
   const int64_t remainder =
-      std::clamp<int64_t>(static_cast<int64_t>(mean) * num_layers - sum, 0, num_layers);
+      std::clamp<int64_t>(static_cast<int64_t>(selectable) * num_layers - sum, 0, num_layers);
   std::vector<int> order(num_layers);
   for (int l = 0; l < num_layers; ++l) order[l] = l;
   std::stable_sort(order.begin(), order.end(),
@@ -528,7 +569,7 @@ std::vector<int> LayerBudgets(const SelectionConfig& config, const CacheShape& s
   for (int64_t i = 0; i < remainder; ++i) ++floors[order[i]];
   for (int l = 0; l < num_layers; ++l) {
     // Only floating-point error could push a value out of range; clamp as a safety net.
-    budgets[l] = static_cast<int>(std::clamp<int64_t>(floors[l], 1, num_tokens));
+    budgets[l] = reserved + static_cast<int>(std::clamp<int64_t>(floors[l], 1, room));
   }
   return budgets;
 }

@@ -172,6 +172,46 @@ TEST(LayerBudgetsTest, PyramidFallsLinearlyAndPreservesMean) {
   for (size_t l = 0; l < b.size(); ++l) EXPECT_NEAR(b[l], 195 - 190.0 * l / 7, 1.0) << l;
 }
 
+// Regression: the pyramid was laid over the whole budget, so with SnapKV the last layers got
+// budgets below the observation window and kept the window only (and went over budget). As in
+// PyramidKV, the line now shapes budget - window and every layer adds the window.
+TEST(LayerBudgetsTest, PyramidShapesOnlyTheTokensASnapKVLayerSelects) {
+  SelectionConfig c;
+  c.method = SelectionMethod::kSnapKV;
+  c.window = 32;
+  c.pyramid = true;
+  c.pyramid_beta = 20;
+  c.budget_tokens = 132;  // 100 selected + the window
+  const std::vector<int> b = LayerBudgets(c, Shape(8, 2, 1000));
+  EXPECT_EQ(b.front(), 32 + 195);
+  EXPECT_EQ(b.back(), 32 + 5);
+  EXPECT_EQ(std::accumulate(b.begin(), b.end(), 0), 8 * 132);
+  for (size_t l = 0; l < b.size(); ++l) EXPECT_NEAR(b[l], 32 + 195 - 190.0 * l / 7, 1.0) << l;
+  // The window and a protected span that overlaps it count once.
+  c.protect_begin = 990;
+  c.protect_end = 1000;
+  EXPECT_EQ(LayerBudgets(c, Shape(8, 2, 1000)), b);
+  c.protect_begin = 0;
+  c.protect_end = 10;
+  EXPECT_EQ(LayerBudgets(c, Shape(8, 2, 1000)).back(), 42 + 4);  // 90 selected: last 90 / 20
+  // A budget within the window is flat.
+  c.protect_end = 0;
+  c.budget_tokens = 32;
+  EXPECT_THAT(LayerBudgets(c, Shape(3, 2, 1000)), ElementsAre(32, 32, 32));
+  // H2O reserves its recent tokens, Q2C its question.
+  SelectionConfig h = c;
+  h.method = SelectionMethod::kH2O;
+  h.recent_tokens = 64;
+  h.budget_tokens = 164;
+  EXPECT_EQ(LayerBudgets(h, Shape(8, 2, 1000)).back(), 64 + 5);
+  SelectionConfig q = c;
+  q.method = SelectionMethod::kQ2C;
+  q.protect_begin = 980;
+  q.protect_end = 1000;
+  q.budget_tokens = 120;
+  EXPECT_EQ(LayerBudgets(q, Shape(8, 2, 1000)).back(), 20 + 5);
+}
+
 TEST(LayerBudgetsTest, PyramidRoundingKeepsExactMean) {
   SelectionConfig c;
   c.pyramid = true;
