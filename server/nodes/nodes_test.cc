@@ -311,6 +311,21 @@ TEST_F(NodesTest, ChatMessagesUseTheChatTemplate) {
   ASSERT_TRUE(s.ok()) << s.error_message();
   EXPECT_EQ(reply.stats().prompt_tokens(), static_cast<int>(prompt->token_ids.size()));
 
+  // Regression: Q2C on one message protected the whole prompt as the question and silently
+  // kept every token. With the context in an earlier message it selects.
+  request.set_codec_config("select=q2c;keep=0.5;plan=*:int8");
+  s = Call(*prefill_, request, &reply);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  EXPECT_THAT(s.error_message(), HasSubstr("context before the question"));
+  m->set_content(std::string(kContext));
+  auto* q = request.add_messages();
+  q->set_role("user");
+  q->set_content(kQuestion);
+  s = Call(*prefill_, request, &reply);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_LT(reply.stats().kept_fraction(), 0.75);
+  request.clear_codec_config();
+
   request.set_context("also context");
   EXPECT_EQ(Call(*prefill_, request, &reply).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }

@@ -105,7 +105,9 @@ absl::StatusOr<Prompt> BuildPrompt(const NodeModel& model, const kvwire::v1::Gen
     if (!question.empty()) {
       auto prefix_ids = EncodeRaw(model, prefix);
       if (!prefix_ids.ok()) return Annotate(prefix_ids.status(), "prompt");
-      prompt.question_begin = static_cast<int>(CommonPrefix(*prefix_ids, prompt.token_ids));
+      // A question without context spans the whole prompt, a BOS included.
+      prompt.question_begin =
+          context.empty() ? 0 : static_cast<int>(CommonPrefix(*prefix_ids, prompt.token_ids));
       prompt.question_end = static_cast<int>(prompt.token_ids.size());
     }
   }
@@ -388,6 +390,12 @@ absl::StatusOr<kvwire::v1::GenerateReply> PrefillNodeService::Run(
         return absl::InvalidArgumentError(
             "Q2C selection needs a question span that the cache covers (a question of at least "
             "2 tokens)");
+      }
+      if (begin == 0) {
+        // The whole prompt would be the protected question: Q2C would keep every token.
+        return absl::InvalidArgumentError(
+            "Q2C selection needs context before the question: set context and question, or put "
+            "the context in messages before the last one");
       }
       prefill_options.question_begin = begin;
       prefill_options.question_end = end;

@@ -25,13 +25,14 @@
 // Q2C's question span: for (context, question) prompts, the tokens after the longest common
 // prefix of the tokenization of context + "\n" and of the whole prompt; for chat prompts, the
 // tokens after the common prefix with the rendering of all messages but the last (the whole
-// prompt if there is one message). The span (clipped to the cache's T-1 tokens) is protected.
+// prompt if there is one message; also the whole prompt for a question without context). The
+// span (clipped to the cache's T-1 tokens) is protected, so Q2C needs context before it.
 //
 // Status codes: UNAUTHENTICATED without the node's bearer token (when it has one);
 // INVALID_ARGUMENT for an unknown preset or bad codec config text, both messages
 // and context/question set, an empty prompt, a prompt of fewer than 2 tokens or with no room to
 // generate (T >= max_position_embeddings), invalid UTF-8, a Q2C request without a question
-// span, bad generation options, rate control together with a codec or with no usable limit;
+// span or without context before it, bad generation options, rate control together with a codec or with no usable limit;
 // FAILED_PRECONDITION for rate control on a node without a ladder; OUT_OF_RANGE when no rung
 // fits and the request requires one; DEADLINE_EXCEEDED when the client's deadline passes; whatever
 // the decode node answered (FAILED_PRECONDITION for another model, UNAVAILABLE when it is down,

@@ -233,6 +233,12 @@ TEST_F(ScoutTest, ClientErrorsHaveClearCodes) {
   grpc::Status s = Call(small_->port(), no_question, &reply);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(s.error_message(), HasSubstr("question"));
+  // Regression: a question without context was all protected, and Q2C kept every token.
+  kvwire::v1::GenerateRequest no_context = Request("scout-q2c25");
+  no_context.clear_context();
+  s = Call(small_->port(), no_context, &reply);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("context before the question"));
   // Invalid UTF-8 in a proto3 string never reaches the node: protobuf refuses to parse it.
   kvwire::v1::GenerateRequest bad_utf8 = Request("text");
   bad_utf8.set_context("caf\xC3");

@@ -65,6 +65,10 @@ absl::StatusOr<std::vector<int32_t>> SelectPositions(const kvcodec::SelectionCon
   if (config.method == SelectionMethod::kQ2C) {
     auto [b, e] = ClippedQuestion(T, question_begin, question_end);
     if (b == e) return absl::InvalidArgumentError("q2c selection needs a question");
+    if (b == 0) {
+      // The whole prompt would be the protected question: Q2C would keep every token.
+      return absl::InvalidArgumentError("q2c selection needs context before the question");
+    }
     one.protect_begin = b;
     one.protect_end = e;
   }
