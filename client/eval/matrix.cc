@@ -166,6 +166,12 @@ absl::StatusOr<std::vector<EvalConfig>> NamedMatrix(std::string_view name, const
         b.Add(absl::StrCat(bits, absl::StrReplaceAll(a.option, {{"/", "-"}})),
               absl::StrCat("plan=*:", bits, a.option), absl::AsciiStrToUpper(bits), a.column);
       }
+      // KIVI's split (keys per channel, values per token, groups of 32), as the int4-kivi preset.
+      if (shape.head_dim % 32 == 0) {
+        b.Add(absl::StrCat(bits, "-kivi"),
+              absl::StrCat("plan=*k:", bits, "/channel/g32,*v:", bits, "/token/g32"),
+              absl::AsciiStrToUpper(bits), "KIVI (K channel, V token, g32)");
+      }
     }
     b.Add("mixed-int4", "plan=*:int4,0:raw", "Mixed (layer 0 raw)", "per-token");
   } else if (name == "layers" || name == "layers:int4" || name == "layers:int2") {
