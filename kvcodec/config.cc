@@ -311,7 +311,8 @@ absl::StatusOr<CodecConfig> CodecConfig::Parse(std::string_view text_std) {
     } else if (key == "sinks") {
       st = as_int(&c.selection.sink_tokens);
     } else if (key == "recent") {
-      st = as_int(&c.selection.recent_tokens);
+      if (value == "auto") c.selection.recent_tokens = SelectionConfig::kRecentAuto;
+      else st = as_int(&c.selection.recent_tokens);
     } else if (key == "seed") {
       if (!absl::SimpleAtoi(value, &c.selection.seed)) return absl::InvalidArgumentError("seed must be an integer");
     } else if (key == "plan") {
@@ -363,7 +364,9 @@ std::string CodecConfig::ToString() const {
       ";pyramid=", s.pyramid ? 1 : 0, ";beta=", FormatDouble(s.pyramid_beta),
       ";window=", s.window, ";kernel=", s.kernel_size,
       ";pool=", s.pooling == Pooling::kMax ? "max" : "avg", ";sinks=", s.sink_tokens,
-      ";recent=", s.recent_tokens, ";seed=", s.seed, ";plan=", bit_plan,
+      ";recent=",
+      s.recent_tokens == SelectionConfig::kRecentAuto ? "auto" : absl::StrCat(s.recent_tokens),
+      ";seed=", s.seed, ";plan=", bit_plan,
       ";delta=", DeltaToString(delta), ";entropy=", entropy_text, ";chunk=", layers_per_chunk);
 }
 

@@ -57,7 +57,7 @@ enum class SelectionMethod : uint8_t {
   kKeepAll = 0,
   kSnapKV = 1,         // attention from the last `window` queries, pooled; window always kept
   kQ2C = 2,            // attention from the question span; the protected span is always kept
-  kH2O = 3,            // accumulated attention plus the `recent_tokens` most recent
+  kH2O = 3,            // accumulated attention; the newest `recent_tokens` always kept
   kStreamingLLM = 4,   // `sink_tokens` first, the newest tokens fill the rest; needs no scores
   kAnchorRule = 5,     // sinks, recent, tokens whose id is in anchor_token_ids, then top scores
   kRandom = 6,         // seeded uniform choice (plus nothing mandatory)
@@ -92,7 +92,10 @@ struct SelectionConfig {
   int kernel_size = 7;
   Pooling pooling = Pooling::kMax;
   int sink_tokens = 4;
-  int recent_tokens = 64;
+  // Newest tokens H2O and the anchor rule always keep. kRecentAuto: H2O's own split, half of
+  // each layer's budget (the heavy hitters get the other half); 64 for the anchor rule.
+  static constexpr int kRecentAuto = -1;
+  int recent_tokens = kRecentAuto;
   std::vector<int32_t> anchor_token_ids;
   uint64_t seed = 0;
   // Token indices [protect_begin, protect_end) are always kept (e.g. the question for Q2C).
@@ -205,7 +208,7 @@ struct CodecConfig {
   // Text form: ';'-separated key=value pairs, any order, unknown keys rejected:
   //   select=keepall|snapkv|q2c|h2o|streaming|anchor|random  keep=0.25  budget=512
   //   heads=shared|perhead|adaptive  pyramid=1  window=32  kernel=7  pool=max|avg  sinks=4
-  //   recent=64  seed=N  plan=<BitPlan>  delta=none|seq|gseq/G|anchor/G[/open]
+  //   recent=auto|64  seed=N  plan=<BitPlan>  delta=none|seq|gseq/G|anchor/G[/open]
   //   entropy=none|zstd[/LEVEL]|rans  chunk=LAYERS
   static absl::StatusOr<CodecConfig> Parse(std::string_view text);
   std::string ToString() const;  // canonical text form; Parse(ToString()) round-trips

@@ -63,6 +63,16 @@ int BaseBudget(const SelectionConfig& config, int num_tokens) {
   return static_cast<int>(std::clamp<int64_t>(b, 1, num_tokens));
 }
 
+constexpr int kAnchorRuleRecentTokens = 64;
+
+// The newest tokens H2O and the anchor rule keep in a layer of `budget` tokens per head. H2O's
+// paper splits the cache evenly between heavy hitters and recent tokens; a fixed count would
+// exceed small budgets (64 recent tokens of a 53-token budget) and starve large ones.
+int RecentTokens(const SelectionConfig& config, int budget) {
+  if (config.recent_tokens != SelectionConfig::kRecentAuto) return config.recent_tokens;
+  return config.method == SelectionMethod::kH2O ? budget / 2 : kAnchorRuleRecentTokens;
+}
+
 absl::Status ValidateConfig(const SelectionConfig& config, const CacheShape& shape) {
   if (shape.num_layers < 0 || shape.num_kv_heads < 0 || shape.num_tokens < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -115,9 +125,9 @@ absl::Status ValidateConfig(const SelectionConfig& config, const CacheShape& sha
   }
   if ((m == SelectionMethod::kStreamingLLM || m == SelectionMethod::kAnchorRule ||
        m == SelectionMethod::kH2O) &&
-      config.recent_tokens < 0) {
+      config.recent_tokens < 0 && config.recent_tokens != SelectionConfig::kRecentAuto) {
     return absl::InvalidArgumentError(
-        absl::StrCat("selection: recent_tokens must be >= 0, got ", config.recent_tokens));
+        absl::StrCat("selection: recent_tokens must be >= 0 or auto, got ", config.recent_tokens));
   }
   if (m != SelectionMethod::kKeepAll && config.head_mode != HeadMode::kShared &&
       config.head_mode != HeadMode::kPerHead && config.head_mode != HeadMode::kAdaptive) {
@@ -337,7 +347,7 @@ class Selector {
         mark_range(static_cast<int64_t>(n) - config_.window, n);
         break;
       case SelectionMethod::kH2O:
-        mark_range(static_cast<int64_t>(n) - config_.recent_tokens, n);
+        mark_range(static_cast<int64_t>(n) - RecentTokens(config_, budget), n);
         break;
       case SelectionMethod::kStreamingLLM: {
         // StreamingLLM's cache is sinks plus a sliding window, and its size is the budget: the
@@ -356,7 +366,7 @@ class Selector {
       }
       case SelectionMethod::kAnchorRule:
         mark_range(0, config_.sink_tokens);
-        mark_range(static_cast<int64_t>(n) - config_.recent_tokens, n);
+        mark_range(static_cast<int64_t>(n) - RecentTokens(config_, budget), n);
         if (!anchor_ids_.empty()) {
           for (int t = 0; t < n; ++t) {
             if (std::binary_search(anchor_ids_.begin(), anchor_ids_.end(), token_ids_[t])) {
@@ -497,11 +507,14 @@ static int FixedMandatoryTokens(const SelectionConfig& config, int num_tokens) {
       ranges.push_back({n - config.window, n});
       break;
     case SelectionMethod::kH2O:
-      ranges.push_back({n - config.recent_tokens, n});
+      // Automatic recent tokens are a share of each layer's budget, not a fixed count.
+      if (config.recent_tokens != SelectionConfig::kRecentAuto) {
+        ranges.push_back({n - config.recent_tokens, n});
+      }
       break;
     case SelectionMethod::kAnchorRule:
       ranges.push_back({0, config.sink_tokens});
-      ranges.push_back({n - config.recent_tokens, n});
+      ranges.push_back({n - RecentTokens(config, 0), n});
       break;
     default:
       break;

@@ -473,6 +473,32 @@ TEST(H2OTest, RecentTokensPlusHeavyHitters) {
   EXPECT_THAT(s.kept[0][0], ElementsAre(2, 4, 7, 8, 9));
 }
 
+// Regression: H2O kept a fixed 64 recent tokens, more than a 10% budget of a 530-token prompt
+// (it went over budget and kept almost no heavy hitters). By default it now splits each layer's
+// budget evenly between recent tokens and heavy hitters, as the H2O paper does.
+TEST(H2OTest, AutoRecentIsHalfOfEachLayersBudget) {
+  ImportanceScores scores = Scores(2, 1, 12, {9, 1, 8, 2, 7, 0, 0, 0, 0, 0, 0, 0,  //
+                                              9, 1, 8, 2, 7, 0, 0, 0, 0, 0, 0, 0});
+  SelectionConfig c = Config(SelectionMethod::kH2O, 6);
+  ASSERT_EQ(c.recent_tokens, SelectionConfig::kRecentAuto);
+  Selection s = MustSelect(c, Shape(2, 1, 12), &scores);
+  EXPECT_THAT(s.kept[0][0], ElementsAre(0, 2, 4, 9, 10, 11));
+  // Pyramid budgets 9 and 3: recent 4 and 1.
+  c.pyramid = true;
+  c.pyramid_beta = 2;
+  ASSERT_THAT(LayerBudgets(c, Shape(2, 1, 12)), ElementsAre(9, 3));
+  s = MustSelect(c, Shape(2, 1, 12), &scores);
+  EXPECT_THAT(s.kept[0][0], ElementsAre(0, 1, 2, 3, 4, 8, 9, 10, 11));
+  EXPECT_THAT(s.kept[1][0], ElementsAre(0, 2, 11));
+  // The text form names it and round-trips.
+  auto parsed = CodecConfig::Parse("select=h2o;keep=0.1;recent=auto");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->selection.recent_tokens, SelectionConfig::kRecentAuto);
+  EXPECT_THAT(parsed->ToString(), HasSubstr(";recent=auto;"));
+  EXPECT_EQ(CodecConfig::Parse(parsed->ToString())->selection.recent_tokens,
+            SelectionConfig::kRecentAuto);
+}
+
 TEST(StreamingTest, SinksAndRecentOnly) {
   SelectionConfig c = Config(SelectionMethod::kStreamingLLM, 5);  // window = budget - sinks
   c.sink_tokens = 2;
@@ -895,7 +921,7 @@ TEST(SelectionErrorTest, BadProtectedSpanAndShape) {
   EXPECT_EQ(SelectCode(Config(SelectionMethod::kRandom, 2), Shape(1, -1, 4), nullptr),
             absl::StatusCode::kInvalidArgument);
   SelectionConfig c = Config(SelectionMethod::kStreamingLLM, 2);
-  c.recent_tokens = -1;
+  c.recent_tokens = -2;  // -1 is kRecentAuto
   EXPECT_EQ(SelectCode(c, Shape(1, 1, 4), nullptr), absl::StatusCode::kInvalidArgument);
   c = Config(SelectionMethod::kStreamingLLM, 2);
   c.sink_tokens = -1;
