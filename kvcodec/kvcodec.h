@@ -68,7 +68,8 @@ absl::StatusOr<SelectionMethod> ParseSelectionMethod(std::string_view name);
 enum class HeadMode : uint8_t {
   kShared = 0,    // one index set per layer: scores summed over KV heads
   kPerHead = 1,   // each KV head keeps its own top `budget`
-  kAdaptive = 2,  // AdaKV: the layer's budget (heads x budget) goes to the best scores of any head
+  kAdaptive = 2,  // AdaKV: the layer's budget (heads x budget) goes to the best scores of any
+                  // head, after each head's own best 20% of its selected share
 };
 enum class Pooling : uint8_t { kMax = 0, kAvg = 1 };
 

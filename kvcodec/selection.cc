@@ -245,6 +245,10 @@ bool Better(const Candidate& a, const Candidate& b) {
 }
 
 // Leaves the k best candidates (in no particular order) in `c`. Average O(n).
+// AdaKV's safeguard (alpha): the share of its own budget every head keeps whatever the other
+// heads score, the value AdaKV's authors use.
+constexpr double kAdaKVSafeguard = 0.2;
+
 void KeepBest(std::vector<Candidate>& c, size_t k) {
   if (k >= c.size()) return;
   std::nth_element(c.begin(), c.begin() + k, c.end(), Better);
@@ -314,13 +318,22 @@ class Selector {
         // AdaKV: the layer's whole non-mandatory budget, heads * (budget - mandatory), goes to
         // the best (head, token) pairs of the layer. Every head still keeps the mandatory set,
         // and a head can hold at most num_tokens because each (head, token) is one candidate.
-        candidates_.clear();
+        // As in AdaKV, each head is first guaranteed its own best kAdaKVSafeguard share of its
+        // budget, so a head whose scores are flat is not left with the mandatory set alone.
+        const size_t guaranteed = static_cast<size_t>(extra * kAdaKVSafeguard);
+        std::vector<Candidate> chosen, pool;
         for (int h = 0; h < num_heads_; ++h) {
           HeadScores(layer, h, head_scores_);
-          CollectCandidates(head_scores_, h, candidates_, /*append=*/true);
+          CollectCandidates(head_scores_, h, candidates_, /*append=*/false);
+          const size_t own = std::min(guaranteed, candidates_.size());
+          std::nth_element(candidates_.begin(), candidates_.begin() + own, candidates_.end(),
+                           Better);
+          chosen.insert(chosen.end(), candidates_.begin(), candidates_.begin() + own);
+          pool.insert(pool.end(), candidates_.begin() + own, candidates_.end());
         }
-        KeepBest(candidates_, extra * num_heads_);
-        for (int h = 0; h < num_heads_; ++h) kept[h] = MarkAndCollect(candidates_, h);
+        KeepBest(pool, static_cast<size_t>(extra) * num_heads_ - chosen.size());
+        chosen.insert(chosen.end(), pool.begin(), pool.end());
+        for (int h = 0; h < num_heads_; ++h) kept[h] = MarkAndCollect(chosen, h);
         return kept;
       }
     }

@@ -635,6 +635,22 @@ TEST(HeadModeTest, AdaptiveCapsAHeadAtTheSequenceLength) {
   EXPECT_THAT(s.kept[0][1], ElementsAre(1, 3));
 }
 
+// AdaKV's safeguard: each head first keeps its own best 20% of its selected share, so a head
+// that scores below every other head's tokens still keeps its best tokens.
+TEST(HeadModeTest, AdaptiveGuaranteesEveryHeadAFifthOfItsBudget) {
+  std::vector<float> v(40, 1.0f);
+  for (int t = 0; t < 20; ++t) v[t] = 9.0f;  // head 0 beats head 1 everywhere
+  v[20 + 3] = 5.0f;
+  v[20 + 7] = 4.0f;
+  ImportanceScores scores = Scores(1, 2, 20, v);
+  SelectionConfig c = Config(SelectionMethod::kQ2C, 10);  // 20 slots; 2 guaranteed per head
+  c.head_mode = HeadMode::kAdaptive;
+  Selection s = MustSelect(c, Shape(1, 2, 20), &scores);
+  EXPECT_EQ(s.kept[0][0].size(), 18u);
+  EXPECT_THAT(s.kept[0][1], ElementsAre(3, 7));
+  EXPECT_EQ(s.kept_tokens(), 20u);
+}
+
 TEST(HeadModeTest, AdaptiveTiesPreferLowerTokenThenLowerHead) {
   ImportanceScores scores = Scores(1, 2, 3, {1, 1, 1,  //
                                              1, 1, 1});
