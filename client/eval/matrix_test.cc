@@ -72,9 +72,10 @@ TEST(NamedMatrixTest, EveryMatrixParsesAndStartsWithFull) {
 TEST(NamedMatrixTest, SelectionGridAndLayerSweep) {
   auto sel = NamedMatrix("selection", ModelShape{2, 16});
   ASSERT_TRUE(sel.ok());
-  EXPECT_EQ(sel->size(), 1u + 7 * 3);
+  EXPECT_EQ(sel->size(), 1u + 9 * 4);
   EXPECT_EQ((*sel)[1].label.row, "Q2C");
-  EXPECT_EQ((*sel)[1].label.column, "25%");
+  EXPECT_EQ((*sel)[1].label.column, "10%");
+  EXPECT_EQ((*sel)[2].label.column, "25%");
   auto layers = NamedMatrix("layers", ModelShape{3, 16});
   ASSERT_TRUE(layers.ok());
   EXPECT_EQ(layers->size(), 2u + 2 * 3);
