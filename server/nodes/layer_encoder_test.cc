@@ -66,6 +66,8 @@ TEST(LayerEncoderTest, FrameEqualsWholeCacheEncoding) {
        {"plan=*:raw", "plan=*:int8;entropy=rans", "select=snapkv;keep=0.25;plan=*:int4;entropy=rans",
         "select=q2c;keep=0.3;heads=perhead;pyramid=1;plan=*:int4;chunk=2",
         "select=h2o;keep=0.5;heads=adaptive;plan=*:int8", "select=random;keep=0.5;seed=3",
+        // Per-layer budgets that set H2O's recent tokens and sit on top of SnapKV's window.
+        "select=h2o;keep=0.3;pyramid=1;beta=4;plan=*:int4", "select=snapkv;keep=0.4;window=8;pyramid=1",
         "select=streaming;keep=0.25;plan=*:int4;entropy=zstd", "select=anchor;keep=0.4;plan=*:int4"}) {
     SCOPED_TRACE(text);
     auto config = kvcodec::CodecConfig::Parse(text);
