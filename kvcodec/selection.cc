@@ -244,11 +244,11 @@ bool Better(const Candidate& a, const Candidate& b) {
   return a.head < b.head;
 }
 
-// Leaves the k best candidates (in no particular order) in `c`. Average O(n).
 // AdaKV's safeguard (alpha): the share of its own budget every head keeps whatever the other
 // heads score, the value AdaKV's authors use.
 constexpr double kAdaKVSafeguard = 0.2;
 
+// Leaves the k best candidates (in no particular order) in `c`. Average O(n).
 void KeepBest(std::vector<Candidate>& c, size_t k) {
   if (k >= c.size()) return;
   std::nth_element(c.begin(), c.begin() + k, c.end(), Better);
@@ -321,19 +321,22 @@ class Selector {
         // As in AdaKV, each head is first guaranteed its own best kAdaKVSafeguard share of its
         // budget, so a head whose scores are flat is not left with the mandatory set alone.
         const size_t guaranteed = static_cast<size_t>(extra * kAdaKVSafeguard);
-        std::vector<Candidate> chosen, pool;
+        guaranteed_.clear();
+        candidates_.clear();  // the pool the layer-wide choice draws from
         for (int h = 0; h < num_heads_; ++h) {
           HeadScores(layer, h, head_scores_);
-          CollectCandidates(head_scores_, h, candidates_, /*append=*/false);
-          const size_t own = std::min(guaranteed, candidates_.size());
-          std::nth_element(candidates_.begin(), candidates_.begin() + own, candidates_.end(),
-                           Better);
-          chosen.insert(chosen.end(), candidates_.begin(), candidates_.begin() + own);
-          pool.insert(pool.end(), candidates_.begin() + own, candidates_.end());
+          CollectCandidates(head_scores_, h, head_candidates_, /*append=*/false);
+          const size_t own = std::min(guaranteed, head_candidates_.size());
+          std::nth_element(head_candidates_.begin(), head_candidates_.begin() + own,
+                           head_candidates_.end(), Better);
+          guaranteed_.insert(guaranteed_.end(), head_candidates_.begin(),
+                             head_candidates_.begin() + own);
+          candidates_.insert(candidates_.end(), head_candidates_.begin() + own,
+                             head_candidates_.end());
         }
-        KeepBest(pool, static_cast<size_t>(extra) * num_heads_ - chosen.size());
-        chosen.insert(chosen.end(), pool.begin(), pool.end());
-        for (int h = 0; h < num_heads_; ++h) kept[h] = MarkAndCollect(chosen, h);
+        KeepBest(candidates_, extra * num_heads_ - guaranteed_.size());
+        candidates_.insert(candidates_.end(), guaranteed_.begin(), guaranteed_.end());
+        for (int h = 0; h < num_heads_; ++h) kept[h] = MarkAndCollect(candidates_, h);
         return kept;
       }
     }
@@ -473,6 +476,8 @@ class Selector {
   std::vector<uint8_t> chosen_;
   std::vector<double> head_scores_;
   std::vector<Candidate> candidates_;
+  std::vector<Candidate> head_candidates_;  // AdaKV: one head's, before its guaranteed share
+  std::vector<Candidate> guaranteed_;       // AdaKV: every head's guaranteed share
 };
 
 }  // namespace
