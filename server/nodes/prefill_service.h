@@ -32,11 +32,11 @@
 // INVALID_ARGUMENT for an unknown preset or bad codec config text, both messages
 // and context/question set, an empty prompt, a prompt of fewer than 2 tokens or with no room to
 // generate (T >= max_position_embeddings), invalid UTF-8, a Q2C request without a question
-// span or without context before it, bad generation options, rate control together with a codec or with no usable limit;
-// FAILED_PRECONDITION for rate control on a node without a ladder; OUT_OF_RANGE when no rung
-// fits and the request requires one; DEADLINE_EXCEEDED when the client's deadline passes; whatever
-// the decode node answered (FAILED_PRECONDITION for another model, UNAVAILABLE when it is down,
-// ...) is relayed as is.
+// span or without context before it, bad generation options, rate control together with a
+// codec or with no usable limit; FAILED_PRECONDITION for rate control on a node without a
+// ladder; OUT_OF_RANGE when no rung fits and the request requires one; DEADLINE_EXCEEDED when
+// the client's deadline passes; whatever the decode node answered (FAILED_PRECONDITION for
+// another model, UNAVAILABLE when it is down, ...) is relayed as is.
 #pragma once
 
 #include <atomic>
