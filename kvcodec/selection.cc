@@ -415,27 +415,28 @@ class Selector {
     }
     const float* raw = scores_->values.data() +
                        (static_cast<size_t>(layer) * num_heads_ + head) * num_tokens_;
+    // SnapKV and Q2C pool the scores so that a kept token brings its neighbours: the question's
+    // attention peaks on one token of a multi-token answer (the first digit of a pass key, say),
+    // and the tokens next to it are what generation reads after it. The span whose queries gave
+    // the scores (SnapKV's window, Q2C's question) is kept anyway and left out of the pooling,
+    // so that its own scores (mostly attention to itself) do not spill onto its neighbours.
     if (config_.method == SelectionMethod::kSnapKV) {
-      // Pool only the prefix before the window: window tokens are kept anyway, and their own
-      // scores (mostly attention to themselves) should not spill onto the last prefix tokens.
-      const int prefix = std::max(0, num_tokens_ - std::max(0, config_.window));
-      Pool1D(raw, prefix, config_.kernel_size, config_.pooling, out.data());
-      std::fill(out.begin() + prefix, out.end(), 0.0);
+      PoolAround(raw, std::max(0, num_tokens_ - std::max(0, config_.window)), num_tokens_, out);
       return;
     }
     if (config_.method == SelectionMethod::kQ2C) {
-      // Pooled for the same reason as SnapKV: the question's attention peaks on one token of
-      // a multi-token answer (the first digit of a pass key, say), and the tokens next to it
-      // are what generation reads after it. The context before and after the protected
-      // question span is pooled separately so the question's own scores do not spill.
       const int begin = std::clamp(config_.protect_begin, 0, num_tokens_);
-      const int end = std::clamp(config_.protect_end, begin, num_tokens_);
-      Pool1D(raw, begin, config_.kernel_size, config_.pooling, out.data());
-      std::fill(out.begin() + begin, out.begin() + end, 0.0);
-      Pool1D(raw + end, num_tokens_ - end, config_.kernel_size, config_.pooling, out.data() + end);
+      PoolAround(raw, begin, std::clamp(config_.protect_end, begin, num_tokens_), out);
       return;
     }
     for (int t = 0; t < num_tokens_; ++t) out[t] = raw[t];
+  }
+
+  // Pools [0, begin) and [end, num_tokens) separately; [begin, end) scores 0.
+  void PoolAround(const float* raw, int begin, int end, std::vector<double>& out) const {
+    Pool1D(raw, begin, config_.kernel_size, config_.pooling, out.data());
+    std::fill(out.begin() + begin, out.begin() + end, 0.0);
+    Pool1D(raw + end, num_tokens_ - end, config_.kernel_size, config_.pooling, out.data() + end);
   }
 
   void CollectCandidates(const std::vector<double>& scores, int head, std::vector<Candidate>& out,
