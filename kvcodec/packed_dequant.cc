@@ -17,11 +17,12 @@
 
 #include "kvcodec/dtype.h"
 #include "kvcodec/quant.h"
+#include "kvcodec/quant_internal.h"
 
 namespace kvcodec {
 namespace {
 
-constexpr float kHalfMax = 65504.0f;
+using quant_internal::kHalfMax;
 
 // The bf16 result of every code of one group.
 void GroupTable(uint16_t scale_bits, uint16_t offset_bits, int levels, uint16_t* table) {

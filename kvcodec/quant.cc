@@ -1,4 +1,5 @@
-// Integer quantization with optional delta coding along the token axis, and bit packing.
+// Integer quantization with optional delta coding along the token axis. Bit packing is in
+// bitpack.cc, the fused bf16 row paths in quant_bf16.cc.
 //
 // Quantizer. Every group of values gets an asymmetric affine quantizer x ~= offset + code * scale
 // with code in [0, L], L = 2^bits - 1, and (scale, offset) stored as IEEE half. The encoder picks
@@ -36,7 +37,6 @@
 // range instead would cost a whole step of the L available (a third of the resolution at INT2)
 // for nothing. quant_test checks the bound element by element over long sequences.
 #include <algorithm>
-#include <bit>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -44,114 +44,19 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>  // AVX2 row quantizer, chosen at run time
-#endif
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "kvcodec/dtype.h"
 #include "kvcodec/quant.h"
+#include "kvcodec/quant_internal.h"
 
 namespace kvcodec {
-namespace {
-
-constexpr float kHalfMax = 65504.0f;
-
-int CodingBits(ValueCoding coding) {
-  switch (coding) {
-    case ValueCoding::kInt8:
-      return 8;
-    case ValueCoding::kInt4:
-      return 4;
-    case ValueCoding::kInt3:
-      return 3;
-    case ValueCoding::kInt2:
-      return 2;
-    default:
-      return 0;
-  }
-}
-
-// ---- half helpers ------------------------------------------------------------------------------
-
-bool HalfIsFinite(uint16_t h) { return (h & 0x7c00u) != 0x7c00u; }
-
-// Float -> half rounded towards -infinity (up = false) or +infinity (up = true). Works on the
-// magnitude: rounding a positive value up, or a negative one down, moves away from zero, the
-// other two cases truncate. Input must not be NaN. Magnitudes that need more than 65504 become
-// infinity when rounding away from zero and 65504 when truncating. No branches on the data
-// beyond the subnormal split, since this runs once per quantization group.
-uint16_t HalfDirected(float f, bool up) {
-  const uint32_t bits = std::bit_cast<uint32_t>(f);
-  const uint32_t sign = bits >> 31;
-  const uint32_t abs = bits & 0x7fffffffu;
-  const bool away = up != (sign != 0);
-  uint32_t mag;
-  bool exact;
-  if (abs < 0x38800000u) {  // below 2^-14: half subnormals, in units of 2^-24 (scaling is exact)
-    const float m = std::bit_cast<float>(abs) * 0x1p24f;
-    mag = static_cast<uint32_t>(m);
-    exact = static_cast<float>(mag) == m;
-  } else {
-    const uint32_t r = std::min(abs, 0x47800000u) - 0x38000000u;  // rebias; cap at 2^16
-    mag = r >> 13;
-    exact = (r & 0x1fffu) == 0 && abs <= 0x47800000u;
-  }
-  mag += (away && !exact) ? 1u : 0u;  // a carry into the exponent is the right next value
-  mag = std::min(mag, away ? 0x7c00u : 0x7bffu);
-  return static_cast<uint16_t>(sign << 15 | mag);
-}
-uint16_t HalfRoundDown(float f) { return HalfDirected(f, false); }
-uint16_t HalfRoundUp(float f) { return HalfDirected(f, true); }
-
-// One group's quantizer as stored (half bits) and as used (floats).
-struct Params {
-  uint16_t scale_bits = 0;
-  uint16_t offset_bits = 0;
-  float scale = 0;
-  float offset = 0;
-  float inv_scale = 0;  // 0 when scale is 0: every code is then 0
-};
-
-void FinishParams(Params* p) {
-  p->scale = FiniteHalfToFloat(p->scale_bits);
-  p->offset = FiniteHalfToFloat(p->offset_bits);
-  p->inv_scale = p->scale > 0 ? 1.0f / p->scale : 0.0f;
-}
-
-// Chooses half (scale, offset) for values in [lo, hi] with `levels` = L steps such that
-// offset <= lo and offset + L * scale >= hi (see the file comment). Returns false if a parameter
-// is not a finite half (only possible for delta residuals). Inline and short: callers batch many
-// groups so that one group's serial chain (round offset, compute and round the scale, take the
-// reciprocal) overlaps with the others'.
-inline bool ChooseParams(float lo, float hi, float levels, Params* p) {
-  const uint16_t offset = HalfRoundDown(lo);
-  if (!HalfIsFinite(offset)) return false;
-  const uint16_t scale = HalfRoundUp((hi - FiniteHalfToFloat(offset)) / levels);
-  if (!HalfIsFinite(scale)) return false;
-  p->scale_bits = scale;
-  p->offset_bits = offset;
-  FinishParams(p);
-  return true;
-}
+namespace quant_internal {
 
 absl::Status ValueRangeError() {
   return absl::InvalidArgumentError(
       "values must be finite with |x| <= 65504 (the half-float range) to be quantized");
-}
-absl::Status ResidualRangeError() {
-  return absl::InvalidArgumentError(
-      "delta residual or its quantizer offset exceeds the half-float range (|x| > 65504)");
-}
-
-// ---- kernels (plain loops the compiler vectorises) ---------------------------------------------
-
-// True if every value is finite and |x| <= 65504. NaN fails the comparison, so it is caught too.
-bool AllInHalfRange(const float* x, size_t n) {
-  uint32_t bad = 0;
-  for (size_t i = 0; i < n; ++i) bad |= static_cast<uint32_t>(!(std::fabs(x[i]) <= kHalfMax));
-  return bad == 0;
 }
 
 // Min and max of n >= 1 values; returns false if any value is NaN (NaN is otherwise ignored by
@@ -194,6 +99,46 @@ bool MinMax(const float* x, size_t n, float* lo, float* hi) {
   *lo = mn;
   *hi = mx;
   return !nan;
+}
+
+}  // namespace quant_internal
+
+namespace {
+
+using quant_internal::ChooseParams;
+using quant_internal::kHalfMax;
+using quant_internal::MinMax;
+using quant_internal::Params;
+using quant_internal::QuantizeTokenGroups;
+using quant_internal::ValueRangeError;
+
+int CodingBits(ValueCoding coding) {
+  switch (coding) {
+    case ValueCoding::kInt8:
+      return 8;
+    case ValueCoding::kInt4:
+      return 4;
+    case ValueCoding::kInt3:
+      return 3;
+    case ValueCoding::kInt2:
+      return 2;
+    default:
+      return 0;
+  }
+}
+
+absl::Status ResidualRangeError() {
+  return absl::InvalidArgumentError(
+      "delta residual or its quantizer offset exceeds the half-float range (|x| > 65504)");
+}
+
+// ---- kernels (plain loops the compiler vectorises) ---------------------------------------------
+
+// True if every value is finite and |x| <= 65504. NaN fails the comparison, so it is caught too.
+bool AllInHalfRange(const float* x, size_t n) {
+  uint32_t bad = 0;
+  for (size_t i = 0; i < n; ++i) bad |= static_cast<uint32_t>(!(std::fabs(x[i]) <= kHalfMax));
+  return bad == 0;
 }
 
 // code = clamp(round((x - offset) / scale), 0, L). Clamping in float first makes the conversion
@@ -271,12 +216,10 @@ void Subtract(const float* __restrict a, const float* __restrict b, int d, float
   for (int c = 0; c < d; ++c) out[c] = a[c] - b[c];
 }
 
-// Quantizes `groups` consecutive groups of g values each (per-token groups: whole rows when
-// g == d): codes[groups * g], params[2 * groups]. When recon is given, also writes the decoder's
-// reconstruction (pred + dequantized value, or the dequantized value when pred is null). Returns
-// false if a value or a parameter is outside the half range (the caller knows which it can be).
-// Works in batches: all min/max first, then all parameters, then all codes, which keeps the
-// per-group scalar work off the critical path.
+}  // namespace
+
+namespace quant_internal {
+
 bool QuantizeTokenGroups(const float* x, size_t groups, int g, float levels, uint8_t* codes,
                          uint16_t* params, const float* pred, float* recon) {
   constexpr size_t kBatch = 64;
@@ -308,6 +251,10 @@ bool QuantizeTokenGroups(const float* x, size_t groups, int g, float levels, uin
   }
   return true;
 }
+
+}  // namespace quant_internal
+
+namespace {
 
 // Resolved token-group size for per-token (channels) or per-channel (rows; 0 = all `rows`).
 int TokenGroup(const QuantSpec& spec, int head_dim) {
@@ -728,356 +675,6 @@ absl::Status Dequantize(const QuantSpec& spec, const DeltaConfig& delta, const S
     }
   }
   return absl::OkStatus();
-}
-
-// ---- bit packing -------------------------------------------------------------------------------
-
-std::vector<uint8_t> PackBits(std::span<const uint8_t> codes, int bits) {
-  // bits outside 1..8 is a programming error; an empty result makes UnpackBits fail loudly.
-  if (bits < 1 || bits > 8) return {};
-  const size_t n = codes.size();
-  std::vector<uint8_t> out((n * bits + 7) / 8);
-  const uint8_t* c = codes.data();
-  uint8_t* o = out.data();
-  switch (bits) {
-    case 8:
-      if (n) std::memcpy(o, c, n);
-      return out;
-    case 4: {
-      const size_t pairs = n / 2;
-      for (size_t i = 0; i < pairs; ++i) {
-        o[i] = static_cast<uint8_t>((c[2 * i] & 0xfu) | (c[2 * i + 1] & 0xfu) << 4);
-      }
-      if (n & 1) o[pairs] = c[n - 1] & 0xfu;
-      return out;
-    }
-    case 2: {
-      const size_t quads = n / 4;
-      for (size_t i = 0; i < quads; ++i) {
-        o[i] = static_cast<uint8_t>((c[4 * i] & 3u) | (c[4 * i + 1] & 3u) << 2 |
-                                    (c[4 * i + 2] & 3u) << 4 | (c[4 * i + 3] & 3u) << 6);
-      }
-      uint8_t last = 0;
-      for (size_t i = quads * 4; i < n; ++i) last |= (c[i] & 3u) << (2 * (i - quads * 4));
-      if (n % 4) o[quads] = last;
-      return out;
-    }
-    default: {
-      // Generic: accumulate into a 64-bit register, flush whole bytes.
-      const uint32_t mask = (1u << bits) - 1;
-      uint64_t acc = 0;
-      int filled = 0;
-      size_t j = 0;
-      for (size_t i = 0; i < n; ++i) {
-        acc |= static_cast<uint64_t>(c[i] & mask) << filled;
-        filled += bits;
-        while (filled >= 8) {
-          o[j++] = static_cast<uint8_t>(acc);
-          acc >>= 8;
-          filled -= 8;
-        }
-      }
-      if (filled > 0) o[j] = static_cast<uint8_t>(acc);
-      return out;
-    }
-  }
-}
-
-absl::Status UnpackBits(std::span<const uint8_t> packed, int bits, size_t n,
-                        std::span<uint8_t> out) {
-  if (bits < 1 || bits > 8) {
-    return absl::InvalidArgumentError(absl::StrCat("code width must be 1..8 bits, got ", bits));
-  }
-  // n * bits cannot overflow for any n that fits in memory as codes (n <= 2^61 for 64-bit size_t
-  // would be needed); guard anyway so a hostile count cannot wrap the check.
-  if (n > std::numeric_limits<size_t>::max() / 8) {
-    return absl::InvalidArgumentError("code count too large");
-  }
-  const size_t want = (n * static_cast<size_t>(bits) + 7) / 8;
-  if (packed.size() != want) {
-    return absl::InvalidArgumentError(absl::StrCat("packed codes: ", packed.size(),
-                                                   " bytes, expected ", want, " for ", n,
-                                                   " codes of ", bits, " bits"));
-  }
-  if (out.size() < n) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("unpack output holds ", out.size(), " codes, need ", n));
-  }
-  const uint8_t* p = packed.data();
-  uint8_t* o = out.data();
-  switch (bits) {
-    case 8:
-      if (n) std::memcpy(o, p, n);
-      return absl::OkStatus();
-    case 4: {
-      const size_t pairs = n / 2;
-      for (size_t i = 0; i < pairs; ++i) {
-        o[2 * i] = p[i] & 0xfu;
-        o[2 * i + 1] = p[i] >> 4;
-      }
-      if (n & 1) o[n - 1] = p[pairs] & 0xfu;
-      return absl::OkStatus();
-    }
-    case 2: {
-      const size_t quads = n / 4;
-      for (size_t i = 0; i < quads; ++i) {
-        o[4 * i] = p[i] & 3u;
-        o[4 * i + 1] = (p[i] >> 2) & 3u;
-        o[4 * i + 2] = (p[i] >> 4) & 3u;
-        o[4 * i + 3] = p[i] >> 6;
-      }
-      for (size_t i = quads * 4; i < n; ++i) o[i] = (p[quads] >> (2 * (i - quads * 4))) & 3u;
-      return absl::OkStatus();
-    }
-    default: {
-      const uint32_t mask = (1u << bits) - 1;
-      uint64_t acc = 0;
-      int filled = 0;
-      size_t j = 0;
-      for (size_t i = 0; i < n; ++i) {
-        if (filled < bits) {  // bits <= 8, so one byte always suffices
-          acc |= static_cast<uint64_t>(p[j++]) << filled;
-          filled += 8;
-        }
-        o[i] = static_cast<uint8_t>(acc & mask);
-        acc >>= bits;
-        filled -= bits;
-      }
-      return absl::OkStatus();
-    }
-  }
-}
-
-}  // namespace kvcodec
-
-namespace kvcodec {
-
-namespace {
-
-// A row's codes (one per byte) into PackBits layout, bits 8, 4 or 2.
-void PackRowCodes(const uint8_t* codes, int d, int bits, uint8_t* packed) {
-  switch (bits) {
-    case 8:
-      std::memcpy(packed, codes, d);
-      break;
-    case 4: {
-      int j = 0;
-#if defined(__SSE2__)
-      // 16-bit lane k holds codes 2k (low byte) and 2k + 1 (high byte): fold them into one.
-      const __m128i low = _mm_set1_epi16(0x00ff);
-      for (; j + 16 <= d / 2; j += 16) {
-        const __m128i a = _mm_load_si128(reinterpret_cast<const __m128i*>(codes + 2 * j));
-        const __m128i b = _mm_load_si128(reinterpret_cast<const __m128i*>(codes + 2 * j + 16));
-        const __m128i fa = _mm_or_si128(_mm_and_si128(a, low), _mm_srli_epi16(a, 4));
-        const __m128i fb = _mm_or_si128(_mm_and_si128(b, low), _mm_srli_epi16(b, 4));
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(packed + j),
-                         _mm_packus_epi16(_mm_and_si128(fa, low), _mm_and_si128(fb, low)));
-      }
-#endif
-      for (; j < d / 2; ++j) packed[j] = static_cast<uint8_t>(codes[2 * j] | codes[2 * j + 1] << 4);
-      break;
-    }
-    default:  // 2
-      for (int j = 0; j < d / 4; ++j) {
-        packed[j] = static_cast<uint8_t>(codes[4 * j] | codes[4 * j + 1] << 2 | codes[4 * j + 2] << 4 |
-                                         codes[4 * j + 3] << 6);
-      }
-      break;
-  }
-}
-
-void RowsToFloat(std::span<const void* const> rows, int d, float* x) {
-  for (const void* r : rows) {
-    ToFloat(r, DType::kBFloat16, d, x);
-    x += d;
-  }
-}
-
-#if defined(__x86_64__) && defined(__GNUC__)
-// Min and max of a group of 32k finite-checked values, 8 lanes wide with two accumulators.
-// They do not depend on the visiting order except for the sign of a zero, which reaches the
-// stream (HalfRoundDown(-0) is the half -0) and which MinMax's SSE2 order decides, so a group
-// whose min or max is zero is measured again by MinMax. False on NaN.
-__attribute__((target("avx2"))) bool MinMaxAvx2(const float* x, int g, float* lo, float* hi) {
-  __m256 mn0 = _mm256_loadu_ps(x), mn1 = _mm256_loadu_ps(x + 8);
-  __m256 mx0 = mn0, mx1 = mn1;
-  __m256 bad = _mm256_or_ps(_mm256_cmp_ps(mn0, mn0, _CMP_UNORD_Q), _mm256_cmp_ps(mn1, mn1, _CMP_UNORD_Q));
-  for (int c = 16; c < g; c += 16) {
-    const __m256 a = _mm256_loadu_ps(x + c), b = _mm256_loadu_ps(x + c + 8);
-    mn0 = _mm256_min_ps(a, mn0);
-    mn1 = _mm256_min_ps(b, mn1);
-    mx0 = _mm256_max_ps(a, mx0);
-    mx1 = _mm256_max_ps(b, mx1);
-    bad = _mm256_or_ps(bad, _mm256_or_ps(_mm256_cmp_ps(a, a, _CMP_UNORD_Q), _mm256_cmp_ps(b, b, _CMP_UNORD_Q)));
-  }
-  if (_mm256_movemask_ps(bad) != 0) return false;
-  const __m256 mn = _mm256_min_ps(mn0, mn1), mx = _mm256_max_ps(mx0, mx1);
-  __m128 l = _mm_min_ps(_mm256_castps256_ps128(mn), _mm256_extractf128_ps(mn, 1));
-  __m128 h = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
-  l = _mm_min_ps(l, _mm_movehl_ps(l, l));
-  h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-  *lo = _mm_cvtss_f32(_mm_min_ss(l, _mm_shuffle_ps(l, l, 1)));
-  *hi = _mm_cvtss_f32(_mm_max_ss(h, _mm_shuffle_ps(h, h, 1)));
-  if (*lo == 0.0f || *hi == 0.0f) return MinMax(x, g, lo, hi);
-  return true;
-}
-
-// 8 codes: QuantizeSpan's arithmetic, the same operations per element.
-__attribute__((target("avx2"))) inline __m256i Codes8(const float* v, __m256 off, __m256 inv,
-                                                      __m256 top) {
-  __m256 q = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(v), off), inv);
-  q = _mm256_min_ps(_mm256_max_ps(q, _mm256_setzero_ps()), top);
-  return _mm256_cvttps_epi32(_mm256_add_ps(q, _mm256_set1_ps(0.5f)));
-}
-
-// Codes of a group of 32k values.
-__attribute__((target("avx2"))) void CodesAvx2(const float* x, int g, const Params& p, float levels,
-                                               uint8_t* codes) {
-  const __m256 off = _mm256_set1_ps(p.offset), inv = _mm256_set1_ps(p.inv_scale);
-  const __m256 top = _mm256_set1_ps(levels);
-  // packs/packus work within 128-bit halves; this puts the dwords back in order.
-  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-  for (int c = 0; c < g; c += 32) {
-    const __m256i p01 = _mm256_packs_epi32(Codes8(x + c, off, inv, top), Codes8(x + c + 8, off, inv, top));
-    const __m256i p23 = _mm256_packs_epi32(Codes8(x + c + 16, off, inv, top), Codes8(x + c + 24, off, inv, top));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(codes + c),
-                        _mm256_permutevar8x32_epi32(_mm256_packus_epi16(p01, p23), order));
-  }
-}
-#endif
-
-#if defined(__SSE2__)
-// Codes of a group of 16k values: QuantizeSpan's arithmetic in SSE2 (GCC vectorises its
-// NaN-aware std::max/std::min as compare-and-blend, and the narrowing to bytes poorly). Values
-// are finite here, where maxps/minps agree with std::max/std::min up to the sign of a zero,
-// which + 0.5 and truncation erase.
-void CodesSse2(const float* x, int g, const Params& p, float levels, uint8_t* codes) {
-  const __m128 off = _mm_set1_ps(p.offset), inv = _mm_set1_ps(p.inv_scale);
-  const __m128 zero = _mm_setzero_ps(), top = _mm_set1_ps(levels), half = _mm_set1_ps(0.5f);
-  auto code4 = [&](const float* v) {
-    __m128 q = _mm_mul_ps(_mm_sub_ps(_mm_loadu_ps(v), off), inv);
-    q = _mm_min_ps(_mm_max_ps(q, zero), top);
-    return _mm_cvttps_epi32(_mm_add_ps(q, half));
-  };
-  for (int c = 0; c < g; c += 16) {
-    const __m128i w0 = _mm_packs_epi32(code4(x + c), code4(x + c + 4));
-    const __m128i w1 = _mm_packs_epi32(code4(x + c + 8), code4(x + c + 12));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(codes + c), _mm_packus_epi16(w0, w1));
-  }
-}
-#endif
-
-}  // namespace
-
-absl::Status QuantizeBF16RowsToPacked(std::span<const void* const> rows, int d, int g, int bits,
-                                      uint8_t* packed, uint16_t* params) {
-  // Batches of rows in L1: every group's range first, then every group's parameters (scalar
-  // chains of dependent steps that overlap across groups), then the codes, as
-  // QuantizeTokenGroups orders its work. One row at a time left the parameters on the
-  // critical path.
-  constexpr int kBatchFloats = 8192;  // >= kMaxPackedRow
-  constexpr int kBatchGroups = 1024;  // >= kMaxPackedRow
-  alignas(32) float x[kBatchFloats];
-  alignas(32) uint8_t codes[kBatchFloats];
-  float lo[kBatchGroups], hi[kBatchGroups];
-  Params p[kBatchGroups];
-  const float levels = static_cast<float>((1 << bits) - 1);
-  const int groups_per_row = d / g;
-  const size_t row_bytes = static_cast<size_t>(d) * bits / 8;
-  const size_t batch_rows = std::max(1, std::min(kBatchFloats / d, kBatchGroups / groups_per_row));
-#if defined(__x86_64__) && defined(__GNUC__)
-  const bool avx2 = g % 32 == 0 && HaveAvx2();
-#endif
-  for (size_t r0 = 0; r0 < rows.size(); r0 += batch_rows) {
-    const std::span<const void* const> batch = rows.subspan(r0, std::min(batch_rows, rows.size() - r0));
-    const int groups = static_cast<int>(batch.size()) * groups_per_row;
-    RowsToFloat(batch, d, x);
-    uint16_t* batch_params = params + r0 * 2 * groups_per_row;
-#if defined(__SSE2__)
-    if (g % 16 == 0) {
-      bool ok = true;
-      for (int j = 0; j < groups; ++j) {
-        const float* xg = x + static_cast<size_t>(j) * g;
-#if defined(__x86_64__) && defined(__GNUC__)
-        ok &= avx2 ? MinMaxAvx2(xg, g, &lo[j], &hi[j]) : MinMax(xg, g, &lo[j], &hi[j]);
-#else
-        ok &= MinMax(xg, g, &lo[j], &hi[j]);
-#endif
-        ok &= lo[j] >= -kHalfMax && hi[j] <= kHalfMax;
-      }
-      for (int j = 0; j < groups; ++j) ok &= ChooseParams(lo[j], hi[j], levels, &p[j]);
-      if (!ok) return ValueRangeError();
-      for (int j = 0; j < groups; ++j) {
-        batch_params[2 * j] = p[j].scale_bits;
-        batch_params[2 * j + 1] = p[j].offset_bits;
-        const float* xg = x + static_cast<size_t>(j) * g;
-#if defined(__x86_64__) && defined(__GNUC__)
-        if (avx2) {
-          CodesAvx2(xg, g, p[j], levels, codes + static_cast<size_t>(j) * g);
-          continue;
-        }
-#endif
-        CodesSse2(xg, g, p[j], levels, codes + static_cast<size_t>(j) * g);
-      }
-    } else
-#endif
-    if (!QuantizeTokenGroups(x, static_cast<size_t>(groups), g, levels, codes, batch_params,
-                             nullptr, nullptr)) {
-      return ValueRangeError();
-    }
-    for (size_t r = 0; r < batch.size(); ++r) {
-      PackRowCodes(codes + r * d, d, bits, packed + (r0 + r) * row_bytes);
-    }
-  }
-  return absl::OkStatus();
-}
-
-absl::Status QuantizeBF16RowToPacked(const void* row, int d, int g, int bits, uint8_t* packed,
-                                     uint16_t* params) {
-  const void* rows[1] = {row};
-  return QuantizeBF16RowsToPacked(rows, d, g, bits, packed, params);
-}
-
-void DequantizeTokenRowsToBF16(const uint8_t* codes, const uint16_t* params, size_t rows,
-                               int head_dim, int group, uint16_t* out) {
-  const size_t groups = static_cast<size_t>(rows) * (head_dim / group);
-  for (size_t gi = 0; gi < groups; ++gi, params += 2) {
-    const float scale = FiniteHalfToFloat(params[0]);
-    const float offset = FiniteHalfToFloat(params[1]);
-    int c = 0;
-#if defined(__SSE2__)
-    // 16 codes per step: widen to int32, to float, offset + code * scale (same operation order
-    // as DequantSpan, no FMA), clamp to the half range, then round to nearest even into bf16.
-    // The arithmetic shift keeps each bf16 pattern in int16 range so packs_epi32 is exact.
-    const __m128 vs = _mm_set1_ps(scale), vo = _mm_set1_ps(offset);
-    const __m128 lo = _mm_set1_ps(-kHalfMax), hi = _mm_set1_ps(kHalfMax);
-    const __m128i zero = _mm_setzero_si128(), one = _mm_set1_epi32(1), bias = _mm_set1_epi32(0x7fff);
-    auto round4 = [&](__m128i q32) {
-      __m128 f = _mm_add_ps(vo, _mm_mul_ps(_mm_cvtepi32_ps(q32), vs));
-      f = _mm_min_ps(_mm_max_ps(f, lo), hi);
-      const __m128i b = _mm_castps_si128(f);
-      const __m128i lsb = _mm_and_si128(_mm_srli_epi32(b, 16), one);
-      return _mm_srai_epi32(_mm_add_epi32(b, _mm_add_epi32(bias, lsb)), 16);
-    };
-    for (; c + 16 <= group; c += 16) {
-      const __m128i q8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + c));
-      const __m128i q16lo = _mm_unpacklo_epi8(q8, zero), q16hi = _mm_unpackhi_epi8(q8, zero);
-      const __m128i r0 = round4(_mm_unpacklo_epi16(q16lo, zero));
-      const __m128i r1 = round4(_mm_unpackhi_epi16(q16lo, zero));
-      const __m128i r2 = round4(_mm_unpacklo_epi16(q16hi, zero));
-      const __m128i r3 = round4(_mm_unpackhi_epi16(q16hi, zero));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + c), _mm_packs_epi32(r0, r1));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + c + 8), _mm_packs_epi32(r2, r3));
-    }
-#endif
-    for (; c < group; ++c) {
-      float f = offset + static_cast<float>(codes[c]) * scale;
-      f = std::min(std::max(f, -kHalfMax), kHalfMax);
-      out[c] = FloatToBF16(f);
-    }
-    codes += group;
-    out += group;
-  }
 }
 
 }  // namespace kvcodec
