@@ -8,6 +8,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "nlohmann/json.hpp"
+#include "server/metrics/log.h"
 
 namespace kvwire::nodes {
 namespace {
@@ -79,7 +81,15 @@ absl::StatusOr<std::unique_ptr<NodeModel>> NodeModel::Load(const ModelOptions& o
   if (!generation_config.ok()) return generation_config.status();
   if (!tokenizer_config->empty()) {
     auto tmpl = tokenizer::ChatTemplate::FromConfig(*tokenizer_config);
-    if (tmpl.ok()) model->chat_template = *std::move(tmpl);
+    if (tmpl.ok()) {
+      model->chat_template = *std::move(tmpl);
+    } else if (!absl::IsNotFound(tmpl.status())) {
+      model->chat_template_error = std::string(tmpl.status().message());
+      metrics::LogEvent(metrics::LogLevel::kWarning, "chat_template_unsupported",
+                        {{"tokenizer_config", (dir / "tokenizer_config.json").string()},
+                         {"reason", model->chat_template_error},
+                         {"effect", "chat (messages) requests are refused; raw prompts work"}});
+    }
   }
   if (!model->chat_template) model->chat_template = tokenizer::ChatTemplate::Raw();
   auto gen = tokenizer::ParseGenerationTokens(*tokenizer_config, *generation_config,

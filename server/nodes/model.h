@@ -43,6 +43,9 @@ struct NodeModel {
   std::unique_ptr<tokenizer::Tokenizer> tokenizer;
   // Raw when tokenizer_config.json is absent or its template is not one chat_template.h knows.
   std::optional<tokenizer::ChatTemplate> chat_template;
+  // Why the model's own chat template could not be used (empty when it could, or when there
+  // is none). Chat requests are then refused rather than sent as bare concatenated text.
+  std::string chat_template_error;
   tokenizer::GenerationTokens generation_tokens;
   // config.json's eos ids, then generation_config.json / tokenizer_config.json's (deduplicated).
   std::vector<int32_t> eos_ids;

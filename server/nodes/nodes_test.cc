@@ -330,6 +330,48 @@ TEST_F(NodesTest, ChatMessagesUseTheChatTemplate) {
   EXPECT_EQ(Call(*prefill_, request, &reply).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
+// Regression: a chat template kvwire cannot render (Llama-3.1's, say) was dropped silently, and
+// chat requests went to the model as bare concatenated text. Now they are refused; raw prompts
+// still work, and a model without any template keeps raw concatenation.
+TEST(NodeModelTest, ChatRequestsNeedARenderableTemplate) {
+  std::string tmpl = (std::filesystem::temp_directory_path() / "chat_template_XXXXXX").string();
+  const std::filesystem::path dir(mkdtemp(tmpl.data()));
+  WriteModel(dir, TinyConfig(1));
+  kvwire::v1::GenerateRequest chat;
+  auto* m = chat.add_messages();
+  m->set_role("user");
+  m->set_content(kQuestion);
+  kvwire::v1::GenerateRequest raw;
+  raw.set_context(kContext);
+  raw.set_question(kQuestion);
+
+  std::ofstream(dir / "tokenizer_config.json")
+      << json{{"chat_template", "{{ bos_token }}{% for m in messages %}<<{{ m['content'] }}>>{% endfor %}"},
+              {"eos_token", "<|im_end|>"}}
+             .dump();
+  auto unknown = NodeModel::Load({.model_dir = dir.string(), .threads = 1});
+  ASSERT_TRUE(unknown.ok()) << unknown.status();
+  EXPECT_THAT((*unknown)->chat_template_error, HasSubstr("unknown chat template"));
+  auto refused = BuildPrompt(**unknown, chat);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(refused.status().message(), HasSubstr("send the prompt as context/question"));
+  EXPECT_TRUE(BuildPrompt(**unknown, raw).ok());
+
+  std::ofstream(dir / "tokenizer_config.json") << json{{"eos_token", "<|im_end|>"}}.dump();
+  auto base = NodeModel::Load({.model_dir = dir.string(), .threads = 1});
+  ASSERT_TRUE(base.ok()) << base.status();
+  EXPECT_EQ((*base)->chat_template_error, "");
+  EXPECT_EQ((*base)->chat_template->format(), tokenizer::ChatTemplate::Format::kRaw);
+  auto concatenated = BuildPrompt(**base, chat);
+  ASSERT_TRUE(concatenated.ok()) << concatenated.status();
+  EXPECT_EQ(concatenated->token_ids, BuildPrompt(**base, [&] {
+                                       kvwire::v1::GenerateRequest r;
+                                       r.set_question(kQuestion);
+                                       return r;
+                                     }())->token_ids);
+  std::filesystem::remove_all(dir);
+}
+
 // (d) Concurrent clients get what a serial client gets.
 TEST_F(NodesTest, ConcurrentClientsMatchSerial) {
   kvwire::v1::GenerateRequest request = Request("int4-rans", 10);

@@ -74,6 +74,11 @@ absl::StatusOr<Prompt> BuildPrompt(const NodeModel& model, const kvwire::v1::Gen
     if (!request.context().empty() || !request.question().empty()) {
       return absl::InvalidArgumentError("give either messages or context/question, not both");
     }
+    if (!model.chat_template_error.empty()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("this model's chat template cannot be rendered (", model.chat_template_error,
+                       "); send the prompt as context/question instead of messages"));
+    }
     std::vector<tokenizer::ChatMessage> messages;
     for (const auto& m : request.messages()) messages.push_back({m.role(), m.content()});
     const tokenizer::ChatTemplate& tmpl = *model.chat_template;

@@ -287,7 +287,7 @@ absl::StatusOr<ChatTemplate> ChatTemplate::FromConfig(std::string_view tokenizer
     auto it = config.find("chat_template");
     std::string tmpl;
     if (it == config.end() || it->is_null()) {
-      return absl::UnimplementedError(absl::StrCat("tokenizer_config.json has no chat_template; ", kUnknown));
+      return absl::NotFoundError("tokenizer_config.json has no chat_template");
     }
     if (it->is_string()) {
       tmpl = it->get<std::string>();

