@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "server/common/json_nesting.h"
 #include "server/modelio/file_util.h"
 #include "server/modelio/status_macros.h"
 
@@ -183,46 +184,84 @@ absl::StatusOr<Architecture> ParseArchitecture(const json& obj) {
   return absl::InvalidArgumentError("config has neither 'architectures' nor 'model_type'");
 }
 
-absl::StatusOr<RopeScaling> ParseRopeScaling(const json& obj) {
+// One RoPE description: `field` names it in messages. rope_parameters (transformers 5) may
+// leave rope_type out for plain RoPE; rope_scaling must name it.
+absl::StatusOr<RopeScaling> ParseRopeObject(const json& rs, std::string_view field,
+                                            bool type_optional) {
   RopeScaling out;
-  auto it = obj.find("rope_scaling");
-  if (it == obj.end() || it->is_null()) return out;
-  if (!it->is_object()) return TypeError("rope_scaling", "an object or null", *it);
-  const json& rs = *it;
+  const std::string where(field);
   // Newer configs use rope_type; older ones (and linear scaling examples) use type.
   MODELIO_ASSIGN_OR_RETURN(std::optional<std::string> type, GetString(rs, "rope_type"));
   if (!type.has_value()) {
     MODELIO_ASSIGN_OR_RETURN(type, GetString(rs, "type"));
   }
   if (!type.has_value()) {
-    return absl::InvalidArgumentError("rope_scaling has neither 'rope_type' nor 'type'");
+    if (type_optional) return out;
+    return absl::InvalidArgumentError(absl::StrCat(where, " has neither 'rope_type' nor 'type'"));
   }
   if (*type == "default") return out;
   if (*type == "linear") {
     out.type = RopeScaling::Type::kLinear;
-    MODELIO_ASSIGN_OR_RETURN(out.factor, RequireDouble(rs, "factor", "rope_scaling"));
+    MODELIO_ASSIGN_OR_RETURN(out.factor, RequireDouble(rs, "factor", where));
     return out;
   }
   if (*type == "llama3") {
     out.type = RopeScaling::Type::kLlama3;
-    MODELIO_ASSIGN_OR_RETURN(out.factor, RequireDouble(rs, "factor", "rope_scaling"));
-    MODELIO_ASSIGN_OR_RETURN(out.low_freq_factor,
-                             RequireDouble(rs, "low_freq_factor", "rope_scaling"));
-    MODELIO_ASSIGN_OR_RETURN(out.high_freq_factor,
-                             RequireDouble(rs, "high_freq_factor", "rope_scaling"));
+    MODELIO_ASSIGN_OR_RETURN(out.factor, RequireDouble(rs, "factor", where));
+    MODELIO_ASSIGN_OR_RETURN(out.low_freq_factor, RequireDouble(rs, "low_freq_factor", where));
+    MODELIO_ASSIGN_OR_RETURN(out.high_freq_factor, RequireDouble(rs, "high_freq_factor", where));
     MODELIO_ASSIGN_OR_RETURN(std::optional<int64_t> original,
                              GetInt(rs, "original_max_position_embeddings"));
     if (!original.has_value()) {
-      return absl::InvalidArgumentError(
-          "rope_scaling is missing required field 'original_max_position_embeddings'");
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, " is missing required field 'original_max_position_embeddings'"));
     }
     out.original_max_position_embeddings = *original;
     return out;
   }
   // yarn, dynamic, longrope, ... change the positional encoding in ways the engine does
   // not implement; loading such a model with plain RoPE would produce garbage silently.
-  return absl::InvalidArgumentError(
-      absl::StrCat("unsupported rope_scaling type '", *type, "' (supported: llama3, linear)"));
+  return absl::InvalidArgumentError(absl::StrCat("unsupported ", where, " type '", *type,
+                                                 "' (supported: llama3, linear)"));
+}
+
+// RoPE theta and scaling. transformers 4 writes `rope_theta` and `rope_scaling` at the top
+// level; transformers 5 writes both inside `rope_parameters` (and reads `rope_scaling` as an
+// alias of it). Both forms are read; a config that states the scaling twice, differently, is
+// refused rather than guessed at.
+absl::Status ParseRope(const json& obj, ModelConfig* c) {
+  MODELIO_ASSIGN_OR_RETURN(std::optional<double> theta, GetDouble(obj, "rope_theta"));
+  std::optional<RopeScaling> from_scaling;
+  if (auto it = obj.find("rope_scaling"); it != obj.end() && !it->is_null()) {
+    if (!it->is_object()) return TypeError("rope_scaling", "an object or null", *it);
+    MODELIO_ASSIGN_OR_RETURN(from_scaling, ParseRopeObject(*it, "rope_scaling", false));
+  }
+  std::optional<RopeScaling> from_parameters;
+  if (auto it = obj.find("rope_parameters"); it != obj.end() && !it->is_null()) {
+    if (!it->is_object()) return TypeError("rope_parameters", "an object or null", *it);
+    for (const auto& [key, value] : it->items()) {
+      if (value.is_object()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "rope_parameters per layer type ('", key, "') are not supported by these families"));
+      }
+    }
+    MODELIO_ASSIGN_OR_RETURN(from_parameters, ParseRopeObject(*it, "rope_parameters", true));
+    MODELIO_ASSIGN_OR_RETURN(std::optional<double> inner_theta, GetDouble(*it, "rope_theta"));
+    if (inner_theta.has_value()) {
+      if (theta.has_value() && *theta != *inner_theta) {
+        return absl::InvalidArgumentError(absl::StrCat("rope_theta ", *theta,
+                                                       " disagrees with rope_parameters.rope_theta ",
+                                                       *inner_theta));
+      }
+      theta = inner_theta;
+    }
+  }
+  if (from_scaling.has_value() && from_parameters.has_value() && *from_scaling != *from_parameters) {
+    return absl::InvalidArgumentError("rope_scaling and rope_parameters describe different RoPE scalings");
+  }
+  c->rope_theta = theta.value_or(10000.0);
+  c->rope_scaling = from_parameters.value_or(from_scaling.value_or(RopeScaling{}));
+  return absl::OkStatus();
 }
 
 absl::StatusOr<ModelConfig> ParseObject(const json& obj) {
@@ -251,9 +290,7 @@ absl::StatusOr<ModelConfig> ParseObject(const json& obj) {
     c.head_dim = c.hidden_size / c.num_attention_heads;
   }
 
-  MODELIO_ASSIGN_OR_RETURN(std::optional<double> theta, GetDouble(obj, "rope_theta"));
-  c.rope_theta = theta.value_or(10000.0);
-  MODELIO_ASSIGN_OR_RETURN(c.rope_scaling, ParseRopeScaling(obj));
+  MODELIO_RETURN_IF_ERROR(ParseRope(obj, &c));
   MODELIO_ASSIGN_OR_RETURN(std::optional<double> eps, GetDouble(obj, "rms_norm_eps"));
   c.rms_norm_eps = eps.value_or(1e-6);
   MODELIO_ASSIGN_OR_RETURN(std::optional<bool> tie, GetBool(obj, "tie_word_embeddings"));
@@ -461,6 +498,7 @@ absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view text) {
   // throwing (the message carries the byte offset, which a bare "invalid" flag would not),
   // and the accessors above check types so nothing else should throw; the catch-all for
   // json::exception is a backstop, never a control path.
+  MODELIO_RETURN_IF_ERROR(common::CheckJsonNesting(text, "config.json"));
   try {
     const json obj = json::parse(text.begin(), text.end());
     return ParseObject(obj);

@@ -277,6 +277,39 @@ TEST(HfConfigTest, LinearRopeScalingAcceptsOldTypeKey) {
   EXPECT_DOUBLE_EQ(c.rope_scaling.factor, 2.0);
 }
 
+// transformers 5 moves rope_theta and the scaling into one rope_parameters object.
+TEST(HfConfigTest, ReadsTransformers5RopeParameters) {
+  const std::string v5 = Edit(Edit(kLlama31_8B, R"("rope_scaling": {)", R"("rope_parameters": {
+    "rope_theta": 500000.0,)"), R"("rope_theta": 500000.0,
+  "tie_word_embeddings")", R"("tie_word_embeddings")");
+  ASSERT_EQ(v5.find("rope_scaling"), std::string::npos);
+  const ModelConfig c = MustParse(v5);
+  EXPECT_EQ(c.rope_scaling, MustParse(kLlama31_8B).rope_scaling);
+  EXPECT_DOUBLE_EQ(c.rope_theta, 500000.0);
+
+  // Plain RoPE: rope_type "default", or no type at all.
+  const std::string plain = Edit(kMistral7B_v01, R"("rope_theta": 10000.0)",
+                                 R"("rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0})");
+  const ModelConfig p = MustParse(plain);
+  EXPECT_EQ(p.rope_scaling.type, RopeScaling::Type::kNone);
+  EXPECT_DOUBLE_EQ(p.rope_theta, 1e6);
+  EXPECT_DOUBLE_EQ(MustParse(Edit(plain, R"("rope_type": "default", )", "")).rope_theta, 1e6);
+
+  // Both forms together must agree.
+  EXPECT_DOUBLE_EQ(MustParse(Edit(plain, R"("rope_parameters")", R"("rope_theta": 1000000.0, "rope_parameters")"))
+                       .rope_theta,
+                   1e6);
+  ExpectError(Edit(plain, R"("rope_parameters")", R"("rope_theta": 5.0, "rope_parameters")"),
+              "disagrees with rope_parameters.rope_theta");
+  ExpectError(Edit(v5, R"("rope_parameters")", R"("rope_scaling": {"type": "linear", "factor": 2.0}, "rope_parameters")"),
+              "rope_scaling and rope_parameters describe different");
+  ExpectError(Edit(v5, R"("rope_type": "llama3")", R"("rope_type": "yarn")"),
+              "unsupported rope_parameters type 'yarn'");
+  ExpectError(Edit(kMistral7B_v01, R"("rope_theta": 10000.0)",
+                   R"("rope_parameters": {"full_attention": {"rope_type": "default"}})"),
+              "per layer type");
+}
+
 TEST(HfConfigTest, ToJsonRoundTrips) {
   for (const char* text : {kQwen25_7B, kLlama31_8B, kMistral7B_v01, kLlama32_1B_Instruct}) {
     const ModelConfig c = MustParse(text);
@@ -393,6 +426,15 @@ TEST(HfConfigTest, MalformedJsonIsAnErrorNotACrash) {
   ExpectError("null", "must be a JSON object");
   ExpectError(std::string(kLlama31_8B).substr(0, 200), "not valid JSON");
   ExpectError("\xff\xfe{}", "not valid JSON");
+}
+
+// Regression: a wrongly typed field is quoted in the error through json::dump(), which
+// recursed once per level and overflowed the stack on a 4 MB config.
+TEST(HfConfigTest, DeeplyNestedJsonIsAnErrorNotACrash) {
+  const std::string deep = std::string(2'000'000, '[') + std::string(2'000'000, ']');
+  ExpectError(Edit(kLlama31_8B, "128256", deep), "nests arrays/objects deeper than 128 levels");
+  ExpectError(Edit(kLlama31_8B, "128256", std::string(100, '[') + std::string(100, ']')),
+              "'vocab_size' must be");
 }
 
 TEST(HfConfigTest, ValidateRejectsInconsistentStructs) {

@@ -19,6 +19,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "server/common/json_nesting.h"
 #include "server/modelio/file_util.h"
 #include "server/modelio/status_macros.h"
 
@@ -143,6 +144,9 @@ absl::StatusOr<json> ParseJson(std::string_view text, std::string_view source,
                                std::string_view what) {
   // nlohmann reports syntax errors by throwing; this is the only place modelio lets it,
   // and the exception never leaves the function.
+  if (absl::Status deep = common::CheckJsonNesting(text, what); !deep.ok()) {
+    return Malformed(source, std::string(deep.message()));
+  }
   try {
     return json::parse(text.begin(), text.end());
   } catch (const json::exception& e) {

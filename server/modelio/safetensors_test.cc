@@ -217,8 +217,15 @@ TEST(SafetensorsMalformedTest, HeaderNotJson) {
 
 TEST(SafetensorsMalformedTest, DeeplyNestedHeaderDoesNotOverflowTheStack) {
   const std::string deep = "{\"a\":" + std::string(500000, '[') + std::string(500000, ']') + "}";
-  ExpectMalformed(RawFile(deep), "entry must be an object");
-  ExpectMalformed(RawFile("{\"a\":" + std::string(500000, '[')), "not valid JSON");
+  ExpectMalformed(RawFile(deep), "nests arrays/objects deeper than 128 levels");
+  ExpectMalformed(RawFile("{\"a\":" + std::string(500000, '[')), "nests arrays/objects deeper");
+  // Regression: a bad shape is quoted in the error through json::dump(), which recursed.
+  const std::string shape = std::string(3'000'000, '[') + std::string(3'000'000, ']');
+  ExpectMalformed(RawFile(R"({"a":{"dtype":"F32","shape":)" + shape + R"(,"data_offsets":[0,0]}})"),
+                  "nests arrays/objects deeper");
+  ExpectMalformed(RawFile(R"({"a":{"dtype":"F32","shape":[[[2]]],"data_offsets":[0,0]}})"), "shape");
+  // Brackets inside strings do not count.
+  ExpectMalformed(RawFile(R"({"s": ")" + std::string(1000, '[') + R"("})"), "entry must be an object");
 }
 
 TEST(SafetensorsMalformedTest, OffsetsOutOfRange) {

@@ -101,8 +101,9 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::FromJson(const nlohmann::jso
   int64_t max_id = -1;
   m->token_to_id_.reserve(vocab->size());
   for (auto it = vocab->begin(); it != vocab->end(); ++it) {
-    if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0 || it.value().get<int64_t>() > INT32_MAX) {
-      return absl::InvalidArgumentError(absl::StrCat("tokenizer.json: bad id for vocab entry \"", it.key(), "\""));
+    if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0 || it.value().get<int64_t>() > kMaxTokenId) {
+      return absl::InvalidArgumentError(absl::StrCat("tokenizer.json: bad id for vocab entry \"", it.key(),
+                                                     "\" (ids are integers in [0, ", kMaxTokenId, "])"));
     }
     const auto id = static_cast<int32_t>(it.value().get<int64_t>());
     m->token_to_id_[it.key()] = id;

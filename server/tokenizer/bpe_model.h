@@ -17,6 +17,10 @@
 
 namespace kvwire::tokenizer {
 
+// The largest token id a tokenizer.json may use. Id tables are indexed by id, so an absurd id
+// would allocate gigabytes; the largest vocabularies in use have about 262k entries.
+inline constexpr int64_t kMaxTokenId = (int64_t{1} << 21) - 1;
+
 // GPT-2's reversible byte <-> printable character mapping used by ByteLevel tokenizers: vocab
 // entries spell byte b as the character ByteToChar(b) (e.g. ' ' is 'Ġ', U+0120).
 char32_t ByteLevelByteToChar(uint8_t b);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <utility>
@@ -10,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "nlohmann/json.hpp"
+#include "server/common/json_nesting.h"
 #include "server/tokenizer/bpe_model.h"
 #include "server/tokenizer/decoder.h"
 #include "server/tokenizer/normalizer.h"
@@ -20,6 +22,9 @@
 
 namespace kvwire::tokenizer {
 namespace {
+
+// The largest tokenizer.json files in use are tens of MB; parsing costs several times the size.
+constexpr std::uintmax_t kMaxTokenizerFileBytes = 256u << 20;
 
 struct AddedToken {
   int32_t id;
@@ -237,6 +242,12 @@ Tokenizer::~Tokenizer() = default;
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot open tokenizer file ", path));
+  std::error_code ec;
+  const std::uintmax_t size = std::filesystem::file_size(path, ec);
+  if (!ec && size > kMaxTokenizerFileBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", size, " bytes is not a tokenizer.json (at most ",
+                                                   kMaxTokenizerFileBytes, ")"));
+  }
   std::stringstream buf;
   buf << in.rdbuf();
   if (in.bad()) return absl::DataLossError(absl::StrCat("cannot read tokenizer file ", path));
@@ -248,6 +259,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromFile(const std::string
 }
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(std::string_view json_text) {
+  if (absl::Status deep = common::CheckJsonNesting(json_text, "tokenizer.json"); !deep.ok()) return deep;
   // nlohmann::json reports type mismatches by throwing; keep that inside this function.
   try {
     const nlohmann::json j = nlohmann::json::parse(json_text.begin(), json_text.end(), nullptr, false);
@@ -302,8 +314,9 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(std::string_view 
     if (added.is_array()) {
       for (const auto& a : added) {
         if (!a.is_object() || !a.contains("id") || !a["id"].is_number_integer() || a["id"].get<int64_t>() < 0 ||
-            a["id"].get<int64_t>() > INT32_MAX || !a.contains("content") || !a["content"].is_string()) {
-          return absl::InvalidArgumentError("tokenizer.json: malformed added_tokens entry");
+            a["id"].get<int64_t>() > kMaxTokenId || !a.contains("content") || !a["content"].is_string()) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "tokenizer.json: malformed added_tokens entry (needs an id in [0, ", kMaxTokenId, "] and a content string)"));
         }
         AddedToken t;
         t.id = static_cast<int32_t>(a["id"].get<int64_t>());
@@ -325,13 +338,23 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(std::string_view 
         impl->id_flags[t.id] = Impl::kHasText | (t.special ? Impl::kSpecial : 0);
         impl->added_to_id[t.content] = t.id;
         const auto index = static_cast<int32_t>(impl->added.size());
-        (t.normalized && impl->normalizer != nullptr ? impl->normalized_trie : impl->raw_trie).Insert(t.content, index);
+        if (t.normalized && impl->normalizer != nullptr) {
+          // As in the reference, a normalized token is looked for in its normalized spelling:
+          // with a Prepend("▁") normalizer "<x>" matches "▁<x>", i.e. after a space.
+          std::string pattern = t.content;
+          if (absl::Status st = impl->normalizer->Normalize(&pattern); !st.ok()) return st;
+          if (!pattern.empty()) impl->normalized_trie.Insert(pattern, index);
+        } else {
+          impl->raw_trie.Insert(t.content, index);
+        }
         impl->added.push_back(std::move(t));
       }
     }
     return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(impl)));
   } catch (const nlohmann::json::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat("tokenizer.json: unexpected structure: ", e.what()));
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError("tokenizer.json: out of memory while loading");
   }
 }
 

@@ -188,16 +188,53 @@ TEST(TokenizerTest, AddedTokensStripAndSingleWord) {
 }
 
 TEST(TokenizerTest, NormalizedAddedTokensMatchAfterNormalization) {
-  // With normalized=true the token is looked for in the normalized text: "▁" is prepended per
-  // segment, so the text after the token gets no prefix of its own.
+  // With normalized=true the token is looked for in the normalized text, spelled as the
+  // normalizer spells it (the reference normalizes the token's content too): here "▁[T]", so
+  // it matches after a space and not inside a word.
   std::vector<std::string> vocab = {"<unk>", "▁", "a", "b", "▁a", "[T]"};
   json j = CharBpe(vocab, {"▁ a"});
   j["model"]["unk_token"] = "<unk>";
-  j["normalizer"] = {{"type", "Prepend"}, {"prepend", "▁"}};
+  j["normalizer"] = {{"type", "Sequence"},
+                     {"normalizers",
+                      {{{"type", "Prepend"}, {"prepend", "▁"}},
+                       {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", "▁"}}}}};
   j["added_tokens"] = {{{"id", 5}, {"content", "[T]"}, {"special", false}, {"normalized", true}}};
-  EXPECT_THAT(Enc(*Load(j), "a[T]b"), ElementsAre(4, 5, 3));
+  EXPECT_THAT(Enc(*Load(j), "a [T]b"), ElementsAre(4, 5, 3));
+  EXPECT_THAT(Enc(*Load(j), "a[T]b"), ElementsAre(4, 0, 0, 0, 3));
+  // normalized=false: matched in the input as written; each side is normalized on its own.
   j["added_tokens"][0]["normalized"] = false;
   EXPECT_THAT(Enc(*Load(j), "a[T]b"), ElementsAre(4, 5, 1, 3));
+}
+
+// Regression: ids size the id tables, so one absurd id allocated gigabytes (or aborted).
+TEST(TokenizerTest, AbsurdIdsAreRejectedBeforeAllocating) {
+  json j = CharBpe({"a", "b"}, json::array());
+  j["model"]["vocab"]["c"] = 2147483647;
+  auto r = Tokenizer::FromJson(j.dump());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(r.status().message(), HasSubstr("bad id for vocab entry \"c\""));
+
+  j = CharBpe({"a", "b"}, json::array());
+  j["added_tokens"] = {{{"id", 2147483647}, {"content", "<x>"}, {"special", true}}};
+  r = Tokenizer::FromJson(j.dump());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(r.status().message(), HasSubstr("malformed added_tokens entry"));
+
+  j["added_tokens"][0]["id"] = 100000;  // large but plausible
+  EXPECT_NE(Load(j), nullptr);
+}
+
+// Regression: the component factories recurse once per nested Sequence; 200k levels
+// overflowed the stack.
+TEST(TokenizerTest, DeeplyNestedComponentsAreRejected) {
+  std::string normalizer = R"({"type": "NFC"})";
+  for (int i = 0; i < 200; ++i) normalizer = R"({"type": "Sequence", "normalizers": [)" + normalizer + "]}";
+  json j = CharBpe({"a"}, json::array());
+  std::string text = j.dump();
+  text.replace(text.find(R"("normalizer":null)"), 17, R"("normalizer":)" + normalizer);
+  auto r = Tokenizer::FromJson(text);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(r.status().message(), HasSubstr("tokenizer.json nests arrays/objects deeper than 128"));
 }
 
 TEST(TokenizerTest, InvalidUtf8IsRejectedWithOffset) {
