@@ -231,8 +231,9 @@ struct Engine::Impl {
     return Linear(RmsNorm(last_hidden, final_norm), lm_head);
   }
 
-  absl::StatusOr<PrefillResult> Prefill(std::span<const int32_t> tokens,
-                                        const PrefillOptions& opts) const;
+  // Writes into *out (see Engine::PrefillInto).
+  absl::Status Prefill(std::span<const int32_t> tokens, const PrefillOptions& opts,
+                       PrefillResult* out) const;
 };
 
 absl::Status Engine::Impl::LoadWeights(const modelio::CheckpointReader& reader) {
@@ -315,8 +316,8 @@ void Engine::Impl::InitRope() {
                  .to(device, /*non_blocking=*/false, /*copy=*/true);
 }
 
-absl::StatusOr<PrefillResult> Engine::Impl::Prefill(std::span<const int32_t> tokens,
-                                                    const PrefillOptions& opts) const {
+absl::Status Engine::Impl::Prefill(std::span<const int32_t> tokens, const PrefillOptions& opts,
+                                   PrefillResult* out) const {
   const int64_t T = static_cast<int64_t>(tokens.size());
   if (T == 0) return absl::InvalidArgumentError("empty prompt");
   if (T > cfg.max_position_embeddings) {
@@ -374,7 +375,9 @@ absl::StatusOr<PrefillResult> Engine::Impl::Prefill(std::span<const int32_t> tok
   if (opts.debug_return_queries) debug_q = at::empty({L, heads, T, head_dim}, On(at::kFloat));
 
   const int64_t chunk = opts.prefill_chunk_override > 0 ? opts.prefill_chunk_override : prefill_chunk;
-  PrefillResult result;
+  // The caller's: on_layer's spans point into it, and it outlives this call even when it fails.
+  PrefillResult& result = *out;
+  result = PrefillResult{};
   result.keys.resize(L);
   result.values.resize(L);
   at::Tensor last_hidden;
@@ -387,6 +390,7 @@ absl::StatusOr<PrefillResult> Engine::Impl::Prefill(std::span<const int32_t> tok
     at::Tensor causal = dist.ge(0);
     at::Tensor h = embed.index_select(0, ids.narrow(0, p0, n));
     for (int64_t l = 0; l < L; ++l) {
+      if (opts.interrupt) ENGINE_RETURN_IF_ERROR(opts.interrupt());
       const LayerWeights& lw = layers[l];
       at::Tensor q, k, v;
       Qkv(lw, RmsNorm(h, lw.ln_attn), pos, &q, &k, &v);
@@ -457,7 +461,7 @@ absl::StatusOr<PrefillResult> Engine::Impl::Prefill(std::span<const int32_t> tok
   if (debug_q.defined()) {
     for (int64_t l = 0; l < L; ++l) result.debug_queries.push_back(ToFloatVector(debug_q[l]));
   }
-  return result;
+  return absl::OkStatus();
 }
 
 std::vector<kvcodec::LayerView> PrefillResult::layer_views() const {
@@ -523,10 +527,17 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& option
 
 absl::StatusOr<PrefillResult> Engine::Prefill(std::span<const int32_t> token_ids,
                                               const PrefillOptions& options) const {
-  return CatchTorch("Engine::Prefill", [&]() -> absl::StatusOr<PrefillResult> {
+  PrefillResult result;
+  ENGINE_RETURN_IF_ERROR(PrefillInto(token_ids, options, &result));
+  return result;
+}
+
+absl::Status Engine::PrefillInto(std::span<const int32_t> token_ids, const PrefillOptions& options,
+                                 PrefillResult* out) const {
+  return CatchTorch("Engine::Prefill", [&]() -> absl::Status {
     c10::InferenceMode guard;
     impl_->ApplyThreads();
-    return impl_->Prefill(token_ids, options);
+    return impl_->Prefill(token_ids, options, out);
   });
 }
 

@@ -58,7 +58,7 @@ struct EngineOptions {
 struct PrefillLayer {
   int layer = 0;
   // [kv_heads, tokens, head_dim] in the cache dtype. They point into the PrefillResult the call
-  // returns and stay valid and unchanged as long as it lives.
+  // fills and stay valid and unchanged as long as it lives (Engine::PrefillInto).
   std::span<const uint8_t> keys;
   std::span<const uint8_t> values;
   // This layer's rows of the requested scores, [kv_heads, tokens]; empty when not requested.
@@ -72,6 +72,10 @@ struct PrefillOptions {
   // (during the last prompt chunk, layers in order), so a caller can encode and ship layer l
   // while the model computes layer l + 1. A non-OK status stops the prefill and is returned.
   std::function<absl::Status(const PrefillLayer&)> on_layer;
+  // If set, asked before every layer of every prompt chunk; a non-OK status stops the prefill
+  // and is returned (a cancelled or timed-out request stops within one layer, not after the
+  // whole prompt).
+  std::function<absl::Status()> interrupt;
 
   // If > 0, PrefillResult::window_scores holds the attention that the last
   // min(snapkv_window, T) query positions give to every key (SnapKV's observation window).
@@ -141,6 +145,11 @@ class Engine {
   // calls on one engine are safe (weights are read-only).
   absl::StatusOr<PrefillResult> Prefill(std::span<const int32_t> token_ids,
                                         const PrefillOptions& options = {}) const;
+  // The same into *out, which the caller owns. For on_layer consumers that read the layers on
+  // another thread: the spans stay valid while *out lives, also when the call fails part-way
+  // (with Prefill a failure frees them while that thread may still be reading).
+  absl::Status PrefillInto(std::span<const int32_t> token_ids, const PrefillOptions& options,
+                           PrefillResult* out) const;
 
  private:
   friend class DecodeSession;

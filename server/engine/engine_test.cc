@@ -221,6 +221,62 @@ TEST_P(EngineTest, OnLayerStreamsFinalLayersInOrder) {
   EXPECT_EQ(calls, 1);
 }
 
+// Regression: when a prefill failed part-way, the layers on_layer had handed out were freed
+// with the result while the prefill node's encoder thread could still be reading them.
+// PrefillInto keeps them in the caller's result, failure or not.
+TEST_P(EngineTest, PrefillIntoKeepsHandedOutLayersWhenItFails) {
+  auto engine = Load(7);
+  ASSERT_TRUE(engine);
+  const std::vector<int32_t> prompt = Prompt(23);
+  PrefillResult result;
+  std::span<const uint8_t> first;
+  std::vector<uint8_t> first_copy;
+  PrefillOptions o;
+  o.on_layer = [&](const PrefillLayer& layer) -> absl::Status {
+    if (layer.layer == 0) {
+      first = layer.keys;
+      first_copy.assign(layer.keys.begin(), layer.keys.end());
+      return absl::OkStatus();
+    }
+    return absl::CancelledError("stop at layer 1");
+  };
+  EXPECT_EQ(engine->PrefillInto(prompt, o, &result).code(), absl::StatusCode::kCancelled);
+  ASSERT_EQ(result.keys.size(), 2u);
+  EXPECT_EQ(first.data(), result.keys[0].data());
+  EXPECT_EQ(result.keys[0], first_copy);
+  // On success it fills the same result as Prefill.
+  o.on_layer = nullptr;
+  ASSERT_TRUE(engine->PrefillInto(prompt, o, &result).ok());
+  auto whole = engine->Prefill(prompt);
+  ASSERT_TRUE(whole.ok());
+  EXPECT_EQ(result.keys, whole->keys);
+  EXPECT_EQ(result.last_logits, whole->last_logits);
+}
+
+// The interrupt is asked per layer of every chunk, not only once layers are final: a cancelled
+// request stops within a layer even on a long prompt.
+TEST_P(EngineTest, InterruptStopsThePrefillWithinALayer) {
+  auto engine = Load(7);
+  ASSERT_TRUE(engine);
+  const std::vector<int32_t> prompt = Prompt(23);  // chunks of 7: 4 chunks x 2 layers
+  int asked = 0;
+  PrefillOptions o;
+  o.interrupt = [&]() -> absl::Status {
+    return ++asked == 3 ? absl::DeadlineExceededError("too late") : absl::OkStatus();
+  };
+  bool any_layer = false;
+  o.on_layer = [&](const PrefillLayer&) {
+    any_layer = true;
+    return absl::OkStatus();
+  };
+  EXPECT_EQ(engine->Prefill(prompt, o).status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(asked, 3);
+  EXPECT_FALSE(any_layer);  // stopped in the second chunk, long before the last
+  asked = -100;
+  ASSERT_TRUE(engine->Prefill(prompt, o).ok());
+  EXPECT_EQ(asked, -100 + 8);
+}
+
 TEST_P(EngineTest, DecodeStepMatchesLongerPrefill) {
   auto engine = Load(7);
   ASSERT_TRUE(engine);

@@ -466,6 +466,9 @@ absl::StatusOr<kvwire::v1::GenerateReply> PrefillNodeService::Run(
   // the prefill instead, the header's write could fall before it and the overlap exceed
   // prefill + encode (by ~15 us, in 1 of 30 runs of the paced-link node test).
   const Clock::time_point pipeline_start = Clock::now();
+  // Declared before the encoder, so it outlives the encoder's thread: that thread reads the
+  // layers in place, and may still be reading one when the prefill fails part-way.
+  engine::PrefillResult prefill;
   auto encoder = LayerEncoder::Start(shape, *config, model.fingerprint, positions, cache_ids,
                                      [&](std::vector<uint8_t> bytes) {
                                        if ((*upload)->Push(std::move(bytes))) return true;
@@ -486,14 +489,14 @@ absl::StatusOr<kvwire::v1::GenerateReply> PrefillNodeService::Run(
   };
   if (!encoder.ok()) return abandon(encoder.status());
   prefill_options.on_layer = [&](const engine::PrefillLayer& layer) -> absl::Status {
-    if (absl::Status s = alive(); !s.ok()) return s;
     return (*encoder)->OnLayer(layer);
   };
+  prefill_options.interrupt = alive;
 
   const Clock::time_point prefill_start = Clock::now();
-  auto prefill = engine.Prefill(cache_ids, prefill_options);
+  absl::Status prefilled = engine.PrefillInto(cache_ids, prefill_options, &prefill);
   const double prefill_seconds = SecondsSince(prefill_start);
-  if (!prefill.ok()) return abandon(prefill.status());
+  if (!prefilled.ok()) return abandon(prefilled);
   {
     // What rate control expects the next prompt's prefill to cost, per token (moving average).
     const double sample = prefill_seconds / cached;
@@ -505,8 +508,8 @@ absl::StatusOr<kvwire::v1::GenerateReply> PrefillNodeService::Run(
   if (node_metrics != nullptr) {
     node_metrics->ObserveStage(metrics::Stage::kPrefill, prefill_seconds);
     uint64_t cache_bytes = 0;
-    for (const auto& k : prefill->keys) cache_bytes += k.size();
-    for (const auto& v : prefill->values) cache_bytes += v.size();
+    for (const auto& k : prefill.keys) cache_bytes += k.size();
+    for (const auto& v : prefill.values) cache_bytes += v.size();
     hold = node_metrics->HoldCache();
     hold.SetBytes(cache_bytes);
   }
@@ -516,8 +519,8 @@ absl::StatusOr<kvwire::v1::GenerateReply> PrefillNodeService::Run(
   trace.selection_seconds = (*encoder)->selection_seconds();
   const double encode_seconds = (*encoder)->encode_seconds();
   // Release the uncompressed cache before waiting for the (possibly long) generation.
-  prefill->keys.clear();
-  prefill->values.clear();
+  prefill.keys.clear();
+  prefill.values.clear();
   hold.Release();
   if (node_metrics != nullptr) {
     node_metrics->ObserveStage(metrics::Stage::kSelection, trace.selection_seconds);

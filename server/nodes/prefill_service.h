@@ -31,12 +31,16 @@
 // Status codes: UNAUTHENTICATED without the node's bearer token (when it has one);
 // INVALID_ARGUMENT for an unknown preset or bad codec config text, both messages
 // and context/question set, an empty prompt, a prompt of fewer than 2 tokens or with no room to
-// generate (T >= max_position_embeddings), invalid UTF-8, a Q2C request without a question
-// span or without context before it, bad generation options, rate control together with a
-// codec or with no usable limit; FAILED_PRECONDITION for rate control on a node without a
-// ladder; OUT_OF_RANGE when no rung fits and the request requires one; DEADLINE_EXCEEDED when
+// generate (T >= max_position_embeddings), invalid UTF-8 that reached the prompt builder, a
+// Q2C request without a question span or without context before it, bad generation options,
+// rate control together with a codec or with no usable limit; FAILED_PRECONDITION for rate
+// control on a node without a ladder, or for chat messages when the model's chat template
+// cannot be rendered; OUT_OF_RANGE when no rung fits and the request requires one; DEADLINE_EXCEEDED when
 // the client's deadline passes; whatever the decode node answered (FAILED_PRECONDITION for
-// another model, UNAVAILABLE when it is down, ...) is relayed as is.
+// another model, UNAVAILABLE when it is down, ...) is relayed as is. Invalid UTF-8 in a proto3
+// string field never gets this far when the client serializes with protobuf's checks (kvwire's
+// own CLI cannot send it): gRPC's C++ server fails to parse such a request and answers INTERNAL
+// before any kvwire code runs.
 #pragma once
 
 #include <atomic>
