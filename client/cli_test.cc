@@ -292,6 +292,21 @@ TEST(CliTest, PrefillKilledMidStreamDecodeGeneratesNothing) {
     Child serve({kvwire, "serve", "decode", "--config", bad});
     EXPECT_EQ(serve.Wait(In(30)), 2) << serve.err();
     EXPECT_THAT(serve.err(), HasSubstr("no-such-option"));
+    // Regression: a negative budget was accepted and wrapped around to a tiny one.
+    std::ofstream(bad) << "model = \"" << model << "\"\nmax-cache-mib = -5\n";
+    Child negative({kvwire, "serve", "decode", "--config", bad});
+    EXPECT_EQ(negative.Wait(In(30)), 2) << negative.err();
+    EXPECT_THAT(negative.err(), HasSubstr("max-cache-mib"));
+    Child flag({kvwire, "serve", "decode", "--model", model, "--max-cache-mib", "-1"});
+    EXPECT_EQ(flag.Wait(In(30)), 2) << flag.err();
+  }
+  {
+    // Regression: a token with an inner newline made gRPC abort the client (invalid metadata).
+    const std::string bad_token = (dir.root() / "bad_token").string();
+    std::ofstream(bad_token) << "let\nme-in";
+    Child gen({kvwire, "generate", "--prefill", "127.0.0.1:1", "--token-file", bad_token, "--context", "x"});
+    EXPECT_EQ(gen.Wait(In(30)), 1) << gen.err();
+    EXPECT_THAT(gen.err(), HasSubstr("visible ASCII"));
   }
   Child decode({kvwire, "serve", "decode", "--config", config});
   const std::string decode_addr = ListenAddress(decode.FirstLine(In(60)), "decode");

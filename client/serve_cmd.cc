@@ -4,6 +4,7 @@
 #include <signal.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <string>
@@ -87,7 +88,13 @@ CLI::App* AddServeCommand(CLI::App& app, ServeOptions& opts) {
                      "Most MiB of KV caches held at once over all requests (cache uploads and the "
                      "scout/text paths' prefills); requests beyond it fail with RESOURCE_EXHAUSTED "
                      "(0: no limit)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::Range(uint64_t{0}, uint64_t{1} << 30));
+  decode->add_option("--upload-idle-timeout", opts.upload_idle_timeout_s,
+                     "Seconds an upload may send nothing before the node cancels it and frees its "
+                     "cache reservation (0: never)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 86400.0));
   decode->callback([&opts, decode] {
     if (!opts.config_file.empty()) ApplyConfigFile(decode, opts.config_file);
     Require(opts.model_dir, "--model");
@@ -253,6 +260,8 @@ int RunServe(const ServeOptions& opts) {
   node.presets = *std::move(presets);
   node.shadow_rate = opts.shadow_rate;
   node.shadow.tokens = opts.shadow_tokens;
+  node.upload_idle_timeout = std::chrono::milliseconds(
+      static_cast<int64_t>(std::llround(opts.upload_idle_timeout_s * 1000)));
   if (opts.role == "scout") return RunScout(opts, node, stop_signals);
   node.extra_decode_service = [&opts, token = node.security.auth_token,
                                budget = node.cache_budget](const kvwire::nodes::NodeModel& model) {

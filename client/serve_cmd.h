@@ -38,6 +38,7 @@ struct ServeOptions {
   std::string auth_token_file;
   double shadow_rate = 0;  // prefill only
   int shadow_tokens = 16;  // decode only
+  double upload_idle_timeout_s = 60;  // decode only: cancel uploads silent this long (0: never)
 };
 
 // Every option can also come from `--config FILE` (TOML or INI: `name = value` lines, names

@@ -64,10 +64,8 @@ kvwire::v1::FinishReason ToFinishReason(const std::string& reason) {
 EngineConsumer::EngineConsumer(const NodeModel& model, EngineConsumerOptions options)
     : model_(model), options_(options) {}
 
-absl::StatusOr<kvwire::v1::GenerateReply> EngineConsumer::Consume(
-    const kvcodec::FrameInfo& info, std::vector<kvcodec::DecodedLayer> layers,
-    const kvwire::v1::UploadHeader& header, const transport::Interrupt& interrupt) {
-  const Clock::time_point start = Clock::now();
+absl::Status EngineConsumer::CheckUpload(const kvcodec::FrameInfo& info,
+                                         const kvwire::v1::UploadHeader& header) const {
   auto options = ToGenerateOptions(header.options(), options_.default_max_new_tokens);
   if (!options.ok()) return options.status();
   if (header.suffix_token_ids().empty()) {
@@ -88,6 +86,33 @@ absl::StatusOr<kvwire::v1::GenerateReply> EngineConsumer::Consume(
                                                    "max_position_embeddings is ",
                                                    max_positions, ")"));
   }
+  const modelio::ModelConfig& config = engine.config();
+  const kvcodec::CacheShape& shape = info.shape;
+  if (shape.num_layers != config.num_hidden_layers || shape.num_kv_heads != config.num_key_value_heads ||
+      shape.head_dim != config.head_dim) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cache shape (layers ", shape.num_layers, ", kv heads ", shape.num_kv_heads, ", head_dim ",
+        shape.head_dim, ") does not match the model (", config.num_hidden_layers, ", ",
+        config.num_key_value_heads, ", ", config.head_dim, ")"));
+  }
+  if (shape.num_tokens > max_positions) {
+    return absl::InvalidArgumentError(absl::StrCat("cache of ", shape.num_tokens,
+                                                   " tokens exceeds the model's max_position_embeddings ",
+                                                   max_positions));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<kvwire::v1::GenerateReply> EngineConsumer::Consume(
+    const kvcodec::FrameInfo& info, std::vector<kvcodec::DecodedLayer> layers,
+    const kvwire::v1::UploadHeader& header, const transport::Interrupt& interrupt) {
+  const Clock::time_point start = Clock::now();
+  if (absl::Status s = CheckUpload(info, header); !s.ok()) return s;
+  auto options = ToGenerateOptions(header.options(), options_.default_max_new_tokens);
+  if (!options.ok()) return options.status();
+  const engine::Engine& engine = *model_.engine;
+  const int64_t max_positions = engine.config().max_position_embeddings;
+  const int64_t prompt_length = int64_t{header.prompt_tokens()} + header.suffix_token_ids_size();
 
   auto session = engine::DecodeSession::Create(engine, info.shape, layers, header.prompt_tokens(),
                                                info.positions);

@@ -67,6 +67,12 @@ class EngineConsumer final : public transport::CacheConsumer {
   //
   // `interrupt` is asked before every forward pass (suffix tokens and generated ones); its
   // non-OK status is returned at once and nothing is submitted for shadowing.
+  // The checks Consume starts with, on the frame header alone (the decode service calls it
+  // before the transfer): generation options, the suffix, the prompt length, and a cache shape
+  // this model can decode from. InvalidArgument otherwise.
+  absl::Status CheckUpload(const kvcodec::FrameInfo& info,
+                           const kvwire::v1::UploadHeader& header) const override;
+
   absl::StatusOr<kvwire::v1::GenerateReply> Consume(const kvcodec::FrameInfo& info,
                                                     std::vector<kvcodec::DecodedLayer> layers,
                                                     const kvwire::v1::UploadHeader& header,

@@ -372,6 +372,37 @@ TEST(NodeModelTest, ChatRequestsNeedARenderableTemplate) {
   std::filesystem::remove_all(dir);
 }
 
+// The decode node refuses what its model cannot decode from the frame header alone, before the
+// transfer (the decode service calls CheckUpload there).
+TEST_F(NodesTest, EngineConsumerChecksUploadsAtTheHeader) {
+  EngineConsumer consumer(decode_a_->model());
+  const modelio::ModelConfig& config = decode_a_->model().engine->config();
+  kvcodec::FrameInfo info;
+  info.shape = {.num_layers = static_cast<int>(config.num_hidden_layers),
+                .num_kv_heads = static_cast<int>(config.num_key_value_heads),
+                .head_dim = static_cast<int>(config.head_dim),
+                .num_tokens = 10,
+                .dtype = kvcodec::DType::kFloat32};
+  kvwire::v1::UploadHeader header;
+  header.set_prompt_tokens(10);
+  header.add_suffix_token_ids(1);
+  EXPECT_TRUE(consumer.CheckUpload(info, header).ok());
+  kvcodec::FrameInfo wrong = info;
+  wrong.shape.num_layers += 1;
+  absl::Status s = consumer.CheckUpload(wrong, header);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("does not match the model"));
+  wrong = info;
+  wrong.shape.num_tokens = static_cast<int>(config.max_position_embeddings) + 1;
+  EXPECT_EQ(consumer.CheckUpload(wrong, header).code(), absl::StatusCode::kInvalidArgument);
+  kvwire::v1::UploadHeader no_suffix = header;
+  no_suffix.clear_suffix_token_ids();
+  EXPECT_THAT(consumer.CheckUpload(info, no_suffix).message(), HasSubstr("suffix_token_ids is empty"));
+  kvwire::v1::UploadHeader bad_options = header;
+  bad_options.mutable_options()->set_temperature(-1);
+  EXPECT_EQ(consumer.CheckUpload(info, bad_options).code(), absl::StatusCode::kInvalidArgument);
+}
+
 // (d) Concurrent clients get what a serial client gets.
 TEST_F(NodesTest, ConcurrentClientsMatchSerial) {
   kvwire::v1::GenerateRequest request = Request("int4-rans", 10);

@@ -104,7 +104,8 @@ absl::StatusOr<std::unique_ptr<RunningServer>> StartDecodeNode(const NodeOptions
                                       .max_cache_bytes = opts.max_cache_bytes,
                                       .cache_budget = opts.cache_budget,
                                       .auth_token = opts.security.auth_token,
-                                      .preset_names = std::move(preset_names)});
+                                      .preset_names = std::move(preset_names),
+                                      .upload_idle_timeout = opts.upload_idle_timeout});
   std::vector<grpc::Service*> services = {running->decode_service_.get()};
   if (opts.extra_decode_service) {
     running->extra_service_ = opts.extra_decode_service(*running->model_);

@@ -53,6 +53,8 @@ struct NodeOptions {
   // extra services (the PromptNode), which then replaces max_cache_bytes.
   uint64_t max_cache_bytes = 0;
   std::shared_ptr<transport::CacheBudget> cache_budget;
+  // Decode node only: see transport::DecodeServiceOptions::upload_idle_timeout.
+  std::chrono::milliseconds upload_idle_timeout{60'000};
   // TLS on the serving port and to the decode node, and the bearer token every kvwire call must
   // carry (decode node: its PromptNode too, through extra_decode_service). Off by default.
   transport::SecurityOptions security;

@@ -1,6 +1,7 @@
 #include "server/transport/decode_service.h"
 
 #include <algorithm>
+#include <atomic>
 #include <optional>
 #include <thread>
 #include <utility>
@@ -94,6 +95,10 @@ class DecodeNodeService::Reactor final : public grpc::ServerReadReactor<kvwire::
       Fail(auth);
       return;
     }
+    service_->watchdog_.Watch(this, [this] {
+      idled_out_ = true;
+      context_->TryCancel();
+    });
     StartRead(&message_);
   }
 
@@ -102,6 +107,7 @@ class DecodeNodeService::Reactor final : public grpc::ServerReadReactor<kvwire::
       EndOfStream();
       return;
     }
+    service_->watchdog_.Touch(this);
     switch (message_.kind_case()) {
       case kvwire::v1::CacheUpload::kHeader:
         if (header_) {
@@ -142,24 +148,28 @@ class DecodeNodeService::Reactor final : public grpc::ServerReadReactor<kvwire::
           "model fingerprint mismatch: upload is for '", header_fp, "', this node serves '",
           node_fp, "'")));
     }
-    receiver_.emplace(service_->options_.limits, node_fp.empty() ? header_fp : node_fp);
+    receiver_.emplace(service_->options_.limits, node_fp.empty() ? header_fp : node_fp,
+                      [this](const kvcodec::FrameInfo& info) { return OnFrameHeader(info); });
     started_ = Clock::now();
     StartRead(&message_);
+  }
+
+  // The frame header is verified and no layer is rebuilt yet: the consumer may refuse the
+  // upload now, and the whole rebuilt cache is reserved before any of it is allocated.
+  absl::Status OnFrameHeader(const kvcodec::FrameInfo& info) {
+    if (service_->options_.consumer != nullptr) {
+      if (absl::Status s = service_->options_.consumer->CheckUpload(info, *header_); !s.ok()) {
+        return s;
+      }
+    }
+    const kvcodec::CacheShape& shape = info.shape;
+    const uint64_t need = std::max<uint64_t>(1, shape.num_elements() * kvcodec::DTypeSize(shape.dtype));
+    return CacheReservation::Make(service_->budget_.get(), need, &reservation_);
   }
 
   void OnChunk() {
     absl::Status s = receiver_->Accept(message_.chunk().frame_bytes());
     if (!s.ok()) return Fail(s);
-    if (reserved_ == 0 && receiver_->info() != nullptr) {
-      // The frame header is verified: reserve the whole rebuilt cache before any layer is.
-      const kvcodec::CacheShape& shape = receiver_->info()->shape;
-      const uint64_t need = std::max<uint64_t>(1, shape.num_elements() * kvcodec::DTypeSize(shape.dtype));
-      if (absl::Status r = CacheReservation::Make(service_->budget_.get(), need, &reservation_);
-          !r.ok()) {
-        return Fail(r);
-      }
-      reserved_ = need;
-    }
     for (kvcodec::DecodedLayer& layer : receiver_->TakeLayers()) {
       held_bytes_ += LayerBytes(layer);
       layers_.push_back(std::move(layer));
@@ -172,6 +182,12 @@ class DecodeNodeService::Reactor final : public grpc::ServerReadReactor<kvwire::
   }
 
   void EndOfStream() {
+    service_->watchdog_.Forget(this);
+    if (idled_out_) {
+      return Fail(absl::DeadlineExceededError(absl::StrCat(
+          "the upload sent nothing for ", service_->watchdog_.timeout().count(),
+          " ms; the decode node cancelled it")));
+    }
     if (context_->IsCancelled()) {
       // The sender went away (killed, cancelled, deadline): nothing is generated and what was
       // received is freed with this reactor.
@@ -258,6 +274,7 @@ class DecodeNodeService::Reactor final : public grpc::ServerReadReactor<kvwire::
   // Counts and logs the call's outcome, then finishes it (after which `this` may be deleted).
   void Done(const grpc::Status& status, nlohmann::json fields) {
     const auto code = static_cast<absl::StatusCode>(status.error_code());
+    service_->watchdog_.Forget(this);
     if (metrics_ != nullptr) metrics_->CountRequest(code);
     stream_.Release();
     hold_.reset();
@@ -286,8 +303,8 @@ class DecodeNodeService::Reactor final : public grpc::ServerReadReactor<kvwire::
   metrics::NodeMetrics::Scoped stream_;
   std::optional<metrics::NodeMetrics::CacheHold> hold_;
   uint64_t held_bytes_ = 0;
-  uint64_t reserved_ = 0;           // bytes reserved once the frame header arrived
-  CacheReservation reservation_;    // returned when the call is done
+  CacheReservation reservation_;    // the rebuilt cache's bytes, from the frame header on
+  std::atomic<bool> idled_out_ = false;  // cancelled by the watchdog
 };
 
 Interrupt CallInterrupt(const grpc::ServerContextBase* context) {
@@ -307,7 +324,8 @@ Interrupt CallInterrupt(const grpc::ServerContextBase* context) {
 DecodeNodeService::DecodeNodeService(DecodeServiceOptions options)
     : options_(std::move(options)),
       budget_(options_.cache_budget ? options_.cache_budget
-                                    : std::make_shared<CacheBudget>(options_.max_cache_bytes)) {}
+                                    : std::make_shared<CacheBudget>(options_.max_cache_bytes)),
+      watchdog_(options_.upload_idle_timeout) {}
 
 DecodeNodeService::~DecodeNodeService() {
   std::unique_lock<std::mutex> lock(mu_);

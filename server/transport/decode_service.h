@@ -33,6 +33,7 @@
 #include "server/metrics/metrics.h"
 #include "server/transport/cache_budget.h"
 #include "server/transport/frame_receiver.h"
+#include "server/transport/idle_watchdog.h"
 
 namespace kvwire::transport {
 
@@ -56,6 +57,13 @@ Interrupt CallInterrupt(const grpc::ServerContextBase* context);
 class CacheConsumer {
  public:
   virtual ~CacheConsumer() = default;
+  // Called once the frame header is verified, before any layer is rebuilt or memory reserved
+  // for it: a non-OK status fails the upload right there (a shape this node's model cannot
+  // use, bad generation options), instead of after the whole transfer.
+  virtual absl::Status CheckUpload(const kvcodec::FrameInfo& /*info*/,
+                                   const kvwire::v1::UploadHeader& /*header*/) const {
+    return absl::OkStatus();
+  }
   virtual absl::StatusOr<kvwire::v1::GenerateReply> Consume(
       const kvcodec::FrameInfo& info, std::vector<kvcodec::DecodedLayer> layers,
       const kvwire::v1::UploadHeader& header, const Interrupt& interrupt) = 0;
@@ -86,6 +94,10 @@ struct DecodeServiceOptions {
   // Preset names accepted as metric labels besides kvcodec's built-in ones (the node's preset
   // files); any other x-kvwire-preset value is counted as "custom", keeping labels bounded.
   std::set<std::string> preset_names;
+  // An upload that sends nothing for this long is cancelled by the node, which frees its cache
+  // reservation (a stalled sender without a deadline would otherwise hold it for good).
+  // Zero: no limit. Generation after the upload is not affected.
+  std::chrono::milliseconds upload_idle_timeout{60'000};
 };
 
 // Fills the transport's fields of `stats` for a frame of `wire_bytes` bytes whose layers are
@@ -135,6 +147,7 @@ class DecodeNodeService final : public kvwire::v1::DecodeNode::CallbackService {
   std::condition_variable idle_;
   int running_consumers_ = 0;
   std::shared_ptr<CacheBudget> budget_;
+  IdleWatchdog watchdog_;  // cancels stalled uploads
 };
 
 // Client side: uploads `frame` to a DecodeNode as `header` followed by slices of at most

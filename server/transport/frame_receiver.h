@@ -6,8 +6,10 @@
 // sequence, sizes against DecodeLimits) before any of it is used. The first error is sticky.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -26,8 +28,15 @@ inline constexpr int kMaxReceiveMessageBytes = 8 << 20;
 
 class FrameReceiver {
  public:
-  // An empty `expected_fingerprint` accepts a frame from any model.
-  explicit FrameReceiver(kvcodec::DecodeLimits limits = {}, std::string expected_fingerprint = {});
+  // Looks at a verified frame header before any of the frame's chunks is rebuilt; a non-OK
+  // status becomes the receiver's (sticky) error.
+  using HeaderCheck = std::function<absl::Status(const kvcodec::FrameInfo&)>;
+
+  // An empty `expected_fingerprint` accepts a frame from any model. `on_header` (optional) runs
+  // once, as soon as the header is verified, even when the same slice carries chunks after it:
+  // the owner can reserve memory for the rebuilt cache, or refuse a shape, first.
+  explicit FrameReceiver(kvcodec::DecodeLimits limits = {}, std::string expected_fingerprint = {},
+                         HeaderCheck on_header = nullptr);
 
   // Feeds the next slice of the frame. Errors carry kvcodec's code and message: DATA_LOSS for a
   // corrupt frame, FAILED_PRECONDITION for a fingerprint mismatch, RESOURCE_EXHAUSTED for limits.
@@ -45,7 +54,7 @@ class FrameReceiver {
   bool complete() const { return decoder_.complete(); }
   // Call when the stream ends: OK only if the whole frame arrived, verified, with nothing after
   // it; otherwise DATA_LOSS ("truncated frame: ...") or the sticky error.
-  absl::Status Finish() { return decoder_.Finish(); }
+  absl::Status Finish() { return error_.ok() ? decoder_.Finish() : error_; }
 
   // Bytes accepted so far (including any not yet consumed by a complete record).
   uint64_t bytes_received() const { return bytes_received_; }
@@ -55,7 +64,17 @@ class FrameReceiver {
   double decode_seconds() const { return decode_seconds_; }
 
  private:
+  // Feeds the frame header, and no byte after it, then runs on_header_. Returns the bytes of
+  // `bytes` it consumed.
+  size_t AcceptHeader(std::span<const uint8_t> bytes);
+
   kvcodec::FrameDecoder decoder_;
+  HeaderCheck on_header_;
+  absl::Status error_;        // on_header_'s refusal, sticky
+  bool header_checked_ = false;
+  uint64_t header_fed_ = 0;   // header bytes fed so far
+  uint64_t header_size_ = 0;  // known once its fixed prefix arrived
+  std::array<uint8_t, 10> prefix_{};
   uint64_t bytes_received_ = 0;
   int layers_taken_ = 0;
   double decode_seconds_ = 0;

@@ -5,6 +5,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 namespace kvwire::transport {
 namespace {
@@ -24,6 +25,16 @@ absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
   if (!text.ok()) return text.status();
   std::string token(absl::StripAsciiWhitespace(*text));
   if (token.empty()) return absl::InvalidArgumentError(absl::StrCat("token file ", path, " is empty"));
+  // The token travels in an HTTP/2 header: anything but visible ASCII would make gRPC abort
+  // the client (invalid metadata) or leave a server no client can call.
+  for (size_t i = 0; i < token.size(); ++i) {
+    const auto c = static_cast<unsigned char>(token[i]);
+    if (c < 0x21 || c > 0x7e) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "token file %s: the token must be visible ASCII without spaces; byte 0x%02X at offset %d",
+          path, c, i));
+    }
+  }
   return token;
 }
 

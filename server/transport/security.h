@@ -34,7 +34,8 @@ struct SecurityOptions {
   std::string auth_token;
 };
 
-// Reads a token file: its contents without surrounding whitespace. InvalidArgument when empty,
+// Reads a token file: its contents without surrounding whitespace. InvalidArgument when empty
+// or when it holds anything but visible ASCII (it is sent as an HTTP/2 header value),
 // NotFound when unreadable.
 absl::StatusOr<std::string> ReadTokenFile(const std::string& path);
 

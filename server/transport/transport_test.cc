@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -158,6 +159,52 @@ TEST(FrameReceiverTest, AcceptsSlicesCutAnywhere) {
   EXPECT_EQ(layers, 4);
   EXPECT_EQ(receiver.layers_taken(), 4);
   EXPECT_EQ(receiver.bytes_received(), frame.size());
+}
+
+// Regression: a slice carrying the frame header and its chunks was rebuilt whole before the
+// owner saw the header, so a budget reserved "at the header" came after a 1 GiB rebuild.
+TEST(FrameReceiverTest, HeaderCheckRunsBeforeAnyChunkIsRebuilt) {
+  const kvcodec::SyntheticCache cache = kvcodec::MakeSyntheticCache(Shape(), 1);
+  const std::vector<uint8_t> frame = Encode(cache, "plan=*:int8;chunk=1");
+  for (size_t slice : {frame.size(), size_t{1}, size_t{7}, size_t{300}}) {
+    int checks = 0;
+    FrameReceiver refusing({}, kModel, [&](const kvcodec::FrameInfo& info) {
+      ++checks;
+      EXPECT_EQ(info.shape.num_layers, 4);
+      return absl::ResourceExhaustedError("no room");
+    });
+    absl::Status s;
+    for (size_t off = 0; off < frame.size() && s.ok(); off += slice) {
+      s = refusing.Accept(std::span(frame).subspan(off, std::min(slice, frame.size() - off)));
+    }
+    EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << slice;
+    EXPECT_EQ(checks, 1) << slice;
+    EXPECT_TRUE(refusing.TakeLayers().empty()) << slice;
+    EXPECT_EQ(refusing.Accept(std::span(frame).first(1)).code(), absl::StatusCode::kResourceExhausted);
+    EXPECT_EQ(refusing.Finish().code(), absl::StatusCode::kResourceExhausted);
+
+    checks = 0;
+    FrameReceiver accepting({}, kModel, [&](const kvcodec::FrameInfo&) {
+      ++checks;
+      return absl::OkStatus();
+    });
+    int layers = 0;
+    for (size_t off = 0; off < frame.size(); off += slice) {
+      ASSERT_TRUE(accepting.Accept(std::span(frame).subspan(off, std::min(slice, frame.size() - off))).ok());
+      layers += static_cast<int>(accepting.TakeLayers().size());
+    }
+    EXPECT_EQ(checks, 1);
+    EXPECT_EQ(layers, 4);
+    EXPECT_TRUE(accepting.Finish().ok());
+  }
+  // A corrupt header is the decoder's error, and the check never runs.
+  std::vector<uint8_t> bad = frame;
+  bad[12] ^= 0x40;
+  FrameReceiver receiver({}, kModel, [](const kvcodec::FrameInfo&) -> absl::Status {
+    ADD_FAILURE() << "checked a corrupt header";
+    return absl::OkStatus();
+  });
+  EXPECT_EQ(receiver.Accept(bad).code(), absl::StatusCode::kDataLoss);
 }
 
 TEST(DecodeServiceTest, ValidRawFrameArrivesBitExact) {
@@ -439,12 +486,111 @@ TEST(DecodeServiceTest, CacheMemoryLimitRejectsUploadsBeyondIt) {
   EXPECT_EQ(ok + exhausted, kClients);
   EXPECT_EQ(consumer.calls(), ok);
   EXPECT_EQ(server.service().reserved_cache_bytes(), 0u);
-  // One upload larger than the whole budget never fits.
+  // One upload larger than the whole budget never fits, also when the whole frame comes in one
+  // message (the reservation is made before the message's chunks are rebuilt).
   TestServer small({.model_fingerprint = kModel, .consumer = &consumer, .max_cache_bytes = 1000});
-  EXPECT_EQ(SendFrame(small.stub(), Header("big"), frame, 65536, In(std::chrono::seconds(5)),
-                      nullptr)
-                .code(),
-            absl::StatusCode::kResourceExhausted);
+  for (size_t slice : {size_t{65536}, frame.size()}) {
+    EXPECT_EQ(SendFrame(small.stub(), Header("big"), frame, slice, In(std::chrono::seconds(5)), nullptr)
+                  .code(),
+              absl::StatusCode::kResourceExhausted);
+  }
+}
+
+// The consumer sees the frame header before the transfer and can refuse the upload there.
+class RefusingConsumer : public RecordingConsumer {
+ public:
+  absl::Status CheckUpload(const kvcodec::FrameInfo& info, const UploadHeader&) const override {
+    ++checks_;
+    if (info.shape.num_layers != 2) return absl::InvalidArgumentError("this model has 2 layers");
+    return absl::OkStatus();
+  }
+  mutable std::atomic<int> checks_{0};
+};
+
+TEST(DecodeServiceTest, ConsumerRefusesAShapeAtTheHeader) {
+  RefusingConsumer consumer;
+  TestServer server({.model_fingerprint = kModel, .consumer = &consumer});
+  const std::vector<uint8_t> frame = Encode(kvcodec::MakeSyntheticCache(Shape(4), 3), "plan=*:int4");
+  const absl::Status s = SendFrame(server.stub(), Header("four"), frame, frame.size(),
+                                   In(std::chrono::seconds(5)), nullptr);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(s.message(), HasSubstr("this model has 2 layers"));
+  EXPECT_EQ(consumer.started(), 0);
+  const std::vector<uint8_t> two = Encode(kvcodec::MakeSyntheticCache(Shape(2), 3), "plan=*:int4");
+  EXPECT_TRUE(SendFrame(server.stub(), Header("two"), two, 4096, In(std::chrono::seconds(5)), nullptr).ok());
+  EXPECT_EQ(consumer.checks_.load(), 2);
+  EXPECT_EQ(consumer.calls(), 1);
+}
+
+// Regression: a sender that stopped mid-upload without a deadline held its cache reservation
+// until it went away, starving every other request.
+TEST(DecodeServiceTest, StalledUploadIsCancelledAndFreesItsReservation) {
+  RecordingConsumer consumer;
+  const uint64_t cache_bytes = Shape().num_elements() * 2;
+  TestServer server({.model_fingerprint = kModel,
+                     .consumer = &consumer,
+                     .max_cache_bytes = cache_bytes * 3 / 2,
+                     .upload_idle_timeout = std::chrono::milliseconds(1000)});
+  const std::vector<uint8_t> frame = Encode(kvcodec::MakeSyntheticCache(Shape(), 3), "plan=*:int4");
+  grpc::ClientContext context;  // no deadline
+  GenerateReply reply;
+  auto writer = server.stub().Generate(&context, &reply);
+  CacheUpload message;
+  *message.mutable_header() = Header("stalled");
+  ASSERT_TRUE(writer->Write(message));
+  message.mutable_chunk()->set_frame_bytes(frame.data(), frame.size() / 2);  // header and a bit
+  ASSERT_TRUE(writer->Write(message));
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (server.service().reserved_cache_bytes() == 0 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(server.service().reserved_cache_bytes(), cache_bytes);
+  // Now silent: the node cancels the call and the budget is whole again.
+  const grpc::Status stalled = writer->Finish();
+  EXPECT_FALSE(stalled.ok());
+  // The client may learn of the cancellation before the node's reactor has finished.
+  while (server.service().reserved_cache_bytes() != 0 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(server.service().reserved_cache_bytes(), 0u);
+  EXPECT_EQ(consumer.started(), 0);
+  // A sender that keeps sending is not cut off, however long the upload takes in total.
+  absl::Status paced;
+  {
+    grpc::ClientContext ctx;
+    GenerateReply r;
+    auto w = server.stub().Generate(&ctx, &r);
+    CacheUpload m;
+    *m.mutable_header() = Header("paced");
+    ASSERT_TRUE(w->Write(m));
+    const size_t step = frame.size() / 8 + 1;
+    for (size_t off = 0; off < frame.size(); off += step) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(150));
+      m.mutable_chunk()->set_frame_bytes(frame.data() + off, std::min(step, frame.size() - off));
+      ASSERT_TRUE(w->Write(m));
+    }
+    w->WritesDone();
+    paced = FromGrpcStatus(w->Finish());
+  }
+  EXPECT_TRUE(paced.ok()) << paced;
+  EXPECT_EQ(consumer.calls(), 1);
+}
+
+TEST(SecurityTest, TokenFilesHoldVisibleAsciiOnly) {
+  const std::string path = ::testing::TempDir() + "/kvwire_token";
+  auto write = [&](std::string_view text) { std::ofstream(path, std::ios::binary) << text; };
+  write("  s3cr3t-token_+/=\n");
+  EXPECT_EQ(ReadTokenFile(path).value_or(""), "s3cr3t-token_+/=");
+  // Regression: an inner newline made gRPC abort the client on invalid metadata.
+  for (std::string_view bad : {std::string_view("abc\ndef"), std::string_view("ab cd"),
+                               std::string_view("caf\xc3\xa9")}) {
+    write(bad);
+    auto token = ReadTokenFile(path);
+    EXPECT_EQ(token.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(token.status().message(), HasSubstr("visible ASCII")) << bad;
+  }
+  write(" \n");
+  EXPECT_EQ(ReadTokenFile(path).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 // A frame pushed in pieces while it is "produced" arrives bit-exact; a paced link takes at least
