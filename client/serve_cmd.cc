@@ -103,6 +103,7 @@ CLI::App* AddServeCommand(CLI::App& app, ServeOptions& opts) {
   });
   auto* prefill = serve->add_subcommand("prefill", "Serve kvwire.v1.PrefillNode: prefill, encode, upload to a decode node");
   add_common(prefill, "127.0.0.1:50052");
+  prefill->add_option("--max-queued", opts.max_queued, "Requests that may wait for a worker; more get RESOURCE_EXHAUSTED at once (0: no limit)")->capture_default_str()->check(CLI::Range(0, 1 << 20));
   prefill->add_option("--shadow-rate", opts.shadow_rate, "Share of requests (0..1) the decode node checks after answering with a shadow pass on the full cache (agreement, KL, reconstruction error by preset)")->capture_default_str()->check(CLI::Range(0.0, 1.0));
   prefill->add_option("--decode", opts.decode_address, "The decode node's host:port, or a gRPC name such as dns:///host:port (required)");
   prefill->add_option("--codec", opts.codec, "Default codec: a preset name or config text")->capture_default_str();
@@ -238,6 +239,7 @@ int RunServe(const ServeOptions& opts) {
   node.decode_address = opts.decode_address;
   node.default_codec = opts.codec;
   node.workers = opts.workers;
+  node.max_queued = opts.max_queued;
   node.default_max_new_tokens = opts.max_new_tokens;
   node.metrics_port = opts.metrics_port;
   node.link_mbps = opts.link_mbps;

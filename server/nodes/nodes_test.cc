@@ -456,6 +456,41 @@ TEST_F(NodesTest, LayersStreamWhilePrefillRunsOverAPacedLink) {
   (*paced)->Shutdown(std::chrono::seconds(2));
 }
 
+// Regression: the prefill queue was unbounded (each waiting request holds up to 8 MiB of prompt).
+// Past max_queued waiting requests a node answers RESOURCE_EXHAUSTED at once.
+TEST_F(NodesTest, FullQueueIsResourceExhausted) {
+  auto paced = StartPrefillNode({.model = {.model_dir = (*root_ / "a").string(), .threads = 1},
+                                 .decode_address = "127.0.0.1:" + std::to_string(decode_a_->port()),
+                                 .workers = 1,
+                                 .max_queued = 1,
+                                 .link_mbps = 1.0});
+  ASSERT_TRUE(paced.ok()) << paced.status();
+  constexpr int kClients = 4;
+  std::vector<grpc::Status> statuses(kClients);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kClients; ++i) {
+    threads.emplace_back([&, i] {
+      kvwire::v1::GenerateReply reply;
+      statuses[i] = Call(**paced, Request("full", 2), &reply);
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  int ok = 0, busy = 0;
+  for (const grpc::Status& st : statuses) {
+    if (st.ok()) {
+      ++ok;
+    } else {
+      EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << st.error_message();
+      EXPECT_THAT(st.error_message(), HasSubstr("prefill node busy"));
+      ++busy;
+    }
+  }
+  EXPECT_GE(ok, 1);
+  EXPECT_GE(busy, 1);
+  EXPECT_EQ(ok + busy, kClients);
+  (*paced)->Shutdown(std::chrono::seconds(2));
+}
+
 // TLS and a bearer token wired through both nodes: the decode node serves TLS (the test
 // certificate of server/transport/testdata) and requires the token; the prefill node verifies it
 // with the CA and sends the token. Without the token the prefill node's clients are refused.

@@ -239,13 +239,20 @@ grpc::ServerUnaryReactor* PrefillNodeService::Generate(grpc::CallbackServerConte
   }
   auto job = std::make_unique<Job>(Job{context, request, reply, reactor, Clock::now(), {}});
   if (options_.metrics != nullptr) job->in_flight = options_.metrics->TrackRequest();
+  bool full = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (!stopping_) {
+    full = options_.max_queued > 0 && queue_.size() >= static_cast<size_t>(options_.max_queued);
+    if (!stopping_ && !full) {
       queue_.push_back(std::move(job));
     }
   }
-  if (job) {
+  if (job && full) {
+    if (options_.metrics != nullptr) options_.metrics->CountRequest(absl::StatusCode::kResourceExhausted);
+    reactor->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                 absl::StrCat("prefill node busy: ", options_.max_queued,
+                                              " requests are already waiting; retry later")));
+  } else if (job) {
     if (options_.metrics != nullptr) options_.metrics->CountRequest(absl::StatusCode::kUnavailable);
     reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "prefill node is shutting down"));
   } else {

@@ -35,12 +35,12 @@
 // Q2C request without a question span or without context before it, bad generation options,
 // rate control together with a codec or with no usable limit; FAILED_PRECONDITION for rate
 // control on a node without a ladder, or for chat messages when the model's chat template
-// cannot be rendered; OUT_OF_RANGE when no rung fits and the request requires one; DEADLINE_EXCEEDED when
-// the client's deadline passes; whatever the decode node answered (FAILED_PRECONDITION for
-// another model, UNAVAILABLE when it is down, ...) is relayed as is. Invalid UTF-8 in a proto3
-// string field never gets this far when the client serializes with protobuf's checks (kvwire's
-// own CLI cannot send it): gRPC's C++ server fails to parse such a request and answers INTERNAL
-// before any kvwire code runs.
+// cannot be rendered; RESOURCE_EXHAUSTED when max_queued requests already wait; OUT_OF_RANGE
+// when no rung fits and the request requires one; DEADLINE_EXCEEDED when the client's deadline
+// passes; whatever the decode node answered (FAILED_PRECONDITION for another model,
+// UNAVAILABLE when it is down, ...) is relayed as is. Invalid UTF-8 in a proto3 string field
+// never gets this far (protobuf's own serializer refuses to send it): gRPC's C++ server fails
+// to parse such a request and answers INTERNAL before any kvwire code runs.
 #pragma once
 
 #include <atomic>
@@ -111,6 +111,10 @@ struct PrefillServiceOptions {
   std::string auth_token;
   // Requests worked on at once; more wait in a queue (the engine is CPU- or GPU-bound).
   int workers = 2;
+  // Requests that may wait for a worker; more are refused at once with RESOURCE_EXHAUSTED
+  // (each holds its prompt, up to 8 MiB, and a client past this depth would time out waiting
+  // anyway). 0: no limit.
+  int max_queued = 64;
   // Named presets (preset files) requests and `default_codec` may name.
   PresetMap presets;
   // Not owned; may be null. Counts calls by code, requests and upload streams in flight, bytes

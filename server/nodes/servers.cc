@@ -165,6 +165,7 @@ absl::StatusOr<std::unique_ptr<RunningServer>> StartPrefillNode(const NodeOption
       .link_bits_per_second = opts.link_mbps * 1e6,
       .auth_token = opts.security.auth_token,
       .workers = opts.workers,
+      .max_queued = opts.max_queued,
       .presets = opts.presets,
       .metrics = running->metrics_.get(),
       .shadow_rate = opts.shadow_rate,

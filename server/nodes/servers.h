@@ -28,6 +28,7 @@ struct NodeOptions {
   std::string decode_address;
   std::string default_codec = "int4-rans";
   int workers = 2;
+  int max_queued = 64;  // see PrefillServiceOptions::max_queued
   std::chrono::milliseconds default_timeout{std::chrono::minutes(10)};
   // Prefill node only: the share of requests (0..1) sampled for a shadow pass on the
   // decode node, and the sampler's seed (0: random). See PrefillServiceOptions.
