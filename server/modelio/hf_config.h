@@ -24,7 +24,9 @@ std::string_view ArchitectureClassName(Architecture arch);
 // The config's `model_type`: "llama", "qwen2", "mistral".
 std::string_view ModelTypeName(Architecture arch);
 
-// `rope_scaling`. kNone also covers a null/absent entry and rope_type "default".
+// `rope_scaling` (transformers 4), or the scaling part of `rope_parameters` (transformers 5,
+// which also moves rope_theta there). kNone also covers a null/absent entry and rope_type
+// "default".
 struct RopeScaling {
   enum class Type { kNone, kLinear, kLlama3 };
   Type type = Type::kNone;
