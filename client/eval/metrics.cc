@@ -504,10 +504,11 @@ double PrefixMatch(std::string_view prediction, std::string_view reference) {
   if (ref.empty()) return 0.0;
   const std::u32string pred = text::CollapseWhitespace(Decode(RulerPostprocess(prediction)));
   if (pred.compare(0, ref.size(), ref) != 0) return 0.0;
-  if (pred.size() == ref.size()) return 1.0;
-  const char32_t next = pred[ref.size()];
-  const bool continues_word = text::IsWordChar(next) && text::IsWordChar(ref.back());
-  return continues_word ? 0.0 : 1.0;
+  // What follows must not go on with the answer: another word after a space ("1 3 4 4 8" for
+  // "1 3 4 4", a key with one digit too many) is as wrong as a longer last word ("90" for "9").
+  size_t next = ref.size();
+  while (next < pred.size() && pred[next] == U' ') ++next;
+  return next < pred.size() && text::IsWordChar(pred[next]) ? 0.0 : 1.0;
 }
 
 }  // namespace kvwire::eval

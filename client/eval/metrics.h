@@ -132,10 +132,10 @@ double StringMatchPart(std::string_view prediction, absl::Span<const std::string
 // ---- kvwire synthetic tasks -------------------------------------------------------------------
 
 // 1 if the prediction, after RulerPostprocess and whitespace collapsing, starts with the
-// reference processed the same way and the reference is followed by the end of the prediction or by
-// a character that cannot continue its last word (a space or a non-word character), else 0.
-// Exact match of the answer at the start of the generation, tolerant of what follows it
-// ("1 0 2 7 9 . remember" matches "1 0 2 7 9"; "1 0 2 7 90" does not). 0 for an empty reference.
+// reference processed the same way and what follows it (past spaces) is the end or a non-word
+// character, else 0: exact match of the answer at the start of the generation, tolerant of
+// punctuation and text after it ("1 0 2 7 9. remember" matches "1 0 2 7 9"), but not of more
+// answer ("1 0 2 7 90" and "1 0 2 7 9 4" do not). 0 for an empty reference.
 double PrefixMatch(std::string_view prediction, std::string_view reference);
 
 }  // namespace kvwire::eval

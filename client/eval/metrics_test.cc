@@ -227,6 +227,10 @@ TEST(PrefixMatchTest, AnswerMustStartTheGeneration) {
   EXPECT_EQ(PrefixMatch("\n1\t0 2 7 9", "1 0 2 7 9"), 1.0);
   // A longer last number is a different answer; a later occurrence is not the answer.
   EXPECT_EQ(PrefixMatch("1 0 2 7 90", "1 0 2 7 9"), 0.0);
+  // Regression: one digit too many after a space counted as a match.
+  EXPECT_EQ(PrefixMatch("1 0 2 7 9 4", "1 0 2 7 9"), 0.0);
+  EXPECT_EQ(PrefixMatch("1 3 4 4 8", "1 3 4 4"), 0.0);
+  EXPECT_EQ(PrefixMatch("1 0 2 7 9\n\n", "1 0 2 7 9"), 1.0);
   EXPECT_EQ(PrefixMatch("the key is 1 0 2 7 9", "1 0 2 7 9"), 0.0);
   EXPECT_EQ(PrefixMatch("1 0 2", "1 0 2 7 9"), 0.0);
   EXPECT_EQ(PrefixMatch("green", "green"), 1.0);
