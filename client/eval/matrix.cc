@@ -104,8 +104,12 @@ absl::StatusOr<EvalConfig> ParseConfigSpec(std::string_view spec) {
     const std::string_view head = spec.substr(0, eq);
     const bool is_key = std::find(std::begin(kConfigKeys), std::end(kConfigKeys), head) != std::end(kConfigKeys);
     if (!is_key && head.find(';') == std::string_view::npos) {
-      return Make(std::string(Strip(head)),
-                  Strip(spec.substr(eq + 1)));
+      const std::string_view codec = Strip(spec.substr(eq + 1));
+      // "label=" would otherwise parse as the default (lossless) codec under that label.
+      if (codec.empty()) {
+        return absl::InvalidArgumentError(absl::StrCat("config \"", std::string(Strip(head)), "\" has an empty codec"));
+      }
+      return Make(std::string(Strip(head)), codec);
     }
   }
   auto preset = kvcodec::Preset(spec);

@@ -37,6 +37,8 @@ TEST(ConfigSpecTest, PresetsTextAndLabels) {
   EXPECT_EQ(ParseConfigSpec("plan=*:int9").status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(ParseConfigSpec("nosuchpreset").status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(ParseConfigSpec("  ").status().code(), absl::StatusCode::kInvalidArgument);
+  // Regression: "label=" ran the default (lossless) codec under that label.
+  EXPECT_EQ(ParseConfigSpec("foo= ").status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(ConfigSpecTest, FileWithCommentsAndErrors) {

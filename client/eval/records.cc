@@ -191,6 +191,12 @@ absl::StatusOr<std::unique_ptr<RecordLog>> RecordLog::Open(const std::string& pa
         }
         const json want = MetaJson(meta);
         for (const char* key : {"model_fingerprint", "source", "settings"}) {
+          // Regression: j.value() threw (and aborted eval) on a field of another type.
+          if (auto it = j.find(key); it != j.end() && !it->is_string()) {
+            return absl::InvalidArgumentError(absl::StrCat(
+                path, ":", line_no, ": not a kvwire eval log (\"", key,
+                "\" is not a string; pass --overwrite to replace it)"));
+          }
           if (j.value(key, std::string()) != want[key].get<std::string>()) {
             return absl::FailedPreconditionError(absl::StrCat(
                 path, " was written for another run (", key, ": \"", j.value(key, std::string()),

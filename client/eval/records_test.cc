@@ -150,6 +150,14 @@ TEST_F(RecordLogTest, CompleteLastRecordWithoutNewlineIsKept) {
   EXPECT_EQ(RecordLog::Open(path_, meta_, false).value()->records().size(), 2u);
 }
 
+// Regression: a header field of another type made json::value() throw and abort eval.
+TEST_F(RecordLogTest, MalformedHeaderIsNotALog) {
+  std::ofstream(path_) << R"({"kvwire_eval":1,"model_fingerprint":5,"source":"s","settings":"x"})" << "\n";
+  auto log = RecordLog::Open(path_, meta_, false);
+  EXPECT_EQ(log.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(log.status().message()), HasSubstr("not a kvwire eval log"));
+}
+
 TEST_F(RecordLogTest, OtherRunsAreRefusedUnlessOverwritten) {
   {
     auto log = RecordLog::Open(path_, meta_, false);

@@ -5,6 +5,7 @@
 #include <initializer_list>
 #include <iterator>
 #include <limits>
+#include <map>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -12,6 +13,7 @@
 #include "client/eval/metrics.h"
 #include "client/eval/text.h"
 #include "nlohmann/json.hpp"
+#include "server/common/json_nesting.h"
 
 namespace kvwire::eval {
 namespace {
@@ -180,6 +182,7 @@ absl::StatusOr<std::vector<TaskExample>> LoadSquad(std::istream& in, const LoadO
     return absl::InvalidArgumentError(absl::StrCat(opt.source_name, ":", LineOfOffset(doc, bad),
                                                    ": invalid UTF-8 at byte column ", col));
   }
+  if (absl::Status deep = common::CheckJsonNesting(doc, opt.source_name); !deep.ok()) return deep;
   json root;
   try {
     root = json::parse(doc);
@@ -288,6 +291,9 @@ absl::StatusOr<std::vector<TaskExample>> LoadLines(std::istream& in, TaskFormat 
     if (const size_t bad = text::FindInvalidUtf8(view); bad != std::string_view::npos) {
       return line_error(absl::StrCat("invalid UTF-8 at byte column ", bad + 1));
     }
+    if (absl::Status deep = common::CheckJsonNesting(view, "the line"); !deep.ok()) {
+      return line_error(deep.message());
+    }
     json obj;
     try {
       obj = json::parse(view);
@@ -313,7 +319,6 @@ absl::StatusOr<std::vector<TaskExample>> LoadLines(std::istream& in, TaskFormat 
     }
     if (!st.ok()) return line_error(st.message());
     if (ex.task.empty()) ex.task = opt.default_task;
-    if (ex.id.empty()) ex.id = std::to_string(out.size());
     out.push_back(std::move(ex));
   }
   if (in.bad()) return absl::DataLossError(absl::StrCat(opt.source_name, ": read failed"));
@@ -334,8 +339,22 @@ absl::StatusOr<TaskFormat> ParseTaskFormat(std::string_view name) {
 
 absl::StatusOr<std::vector<TaskExample>> LoadJsonl(std::istream& in, TaskFormat format,
                                                    const LoadOptions& options) {
-  if (format == TaskFormat::kSquad) return LoadSquad(in, options);
-  return LoadLines(in, format, options);
+  auto examples = format == TaskFormat::kSquad ? LoadSquad(in, options) : LoadLines(in, format, options);
+  if (!examples.ok()) return examples;
+  // Results are keyed by example id (resume skips ids already in the log), so two examples
+  // with one id would silently become one. Unnamed examples get their index.
+  std::map<std::string, size_t> seen;
+  for (size_t i = 0; i < examples->size(); ++i) {
+    TaskExample& ex = (*examples)[i];
+    if (ex.id.empty()) ex.id = std::to_string(i);
+    auto [it, fresh] = seen.emplace(ex.id, i);
+    if (!fresh) {
+      return absl::InvalidArgumentError(absl::StrCat(options.source_name, ": examples ", it->second + 1,
+                                                     " and ", i + 1, " have the same id \"", ex.id,
+                                                     "\"; ids must be unique"));
+    }
+  }
+  return examples;
 }
 
 absl::StatusOr<std::vector<TaskExample>> LoadJsonlFile(const std::string& path, TaskFormat format,

@@ -178,6 +178,34 @@ TEST(LoadJsonlTest, ToleratesBomCrlfAndIntegerAnswers) {
   EXPECT_EQ((*r)[1].context, "c2");
 }
 
+// Regression: results are keyed by example id, so with --out a repeated id (an explicit "1" and
+// the unnamed second row, or SQuAD questions without ids) silently dropped examples on resume.
+TEST(LoadJsonlTest, ExampleIdsMustBeUnique) {
+  std::istringstream in(
+      "{\"context\":\"c\",\"question\":\"q\",\"answers\":[\"a\"],\"id\":\"1\"}\n"
+      "{\"context\":\"c\",\"question\":\"q\",\"answers\":[\"a\"]}\n");
+  auto r = LoadJsonl(in, TaskFormat::kKvwire);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("examples 1 and 2 have the same id \"1\""));
+  std::istringstream squad(
+      R"({"data": [{"paragraphs": [{"context": "c", "qas": [)"
+      R"({"question": "q1", "answers": [{"text": "a"}]}, {"question": "q2", "answers": [{"text": "b"}]}]}]}]})");
+  auto s = LoadJsonl(squad, TaskFormat::kSquad);
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_EQ(s->size(), 2u);
+  EXPECT_NE((*s)[0].id, (*s)[1].id);
+}
+
+// Regression: an unknown field is kept as text through json::dump(), which recursed once per
+// level and crashed on a line nested 200k deep.
+TEST(LoadJsonlTest, DeeplyNestedLinesAreErrors) {
+  std::istringstream in("{\"context\":\"c\",\"question\":\"q\",\"answers\":[\"a\"],\"x\":" +
+                        std::string(200000, '[') + std::string(200000, ']') + "}\n");
+  auto r = LoadJsonl(in, TaskFormat::kKvwire);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr(":1: the line nests"));
+}
+
 TEST(LoadJsonlTest, MissingFileIsNotFound) {
   auto r = LoadJsonlFile(TestData("does_not_exist.jsonl"), TaskFormat::kKvwire);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kNotFound);
