@@ -70,7 +70,8 @@ CLI::App* AddServeCommand(CLI::App& app, ServeOptions& opts) {
     cmd->add_option("--dtype", opts.dtype, "Engine dtype")->capture_default_str()->check(CLI::IsMember({"float32", "bfloat16"}));
     cmd->add_option("--device", opts.device, "cpu, cuda or cuda:N")->capture_default_str();
     cmd->add_option("--threads", opts.threads, "Torch threads; 0 = all cores")->capture_default_str()->check(CLI::Range(0, 1024));
-    cmd->add_option("--workers", opts.workers, "Requests worked on at once (prefill node)")->capture_default_str()->check(CLI::Range(1, 1024));
+    cmd->add_option("--workers", opts.workers, "Requests worked on at once")->capture_default_str()->check(CLI::Range(1, 1024));
+    cmd->add_option("--max-queued", opts.max_queued, "Requests that may wait for a worker; more get RESOURCE_EXHAUSTED at once (0: no limit)")->capture_default_str()->check(CLI::Range(0, 1 << 20));
     cmd->add_option("--max-new-tokens", opts.max_new_tokens, "Default generation length (decode node)")->capture_default_str()->check(CLI::Range(1, 1 << 20));
     cmd->add_option("--grace", opts.grace_seconds, "Seconds calls in flight may take to finish on shutdown")->capture_default_str()->check(CLI::Range(0.0, 3600.0));
     cmd->add_option("--metrics-port", opts.metrics_port, "Port of the Prometheus /metrics endpoint, on the --listen host (0: the OS chooses; -1: none)")->capture_default_str()->check(CLI::Range(-1, 65535));
@@ -103,7 +104,6 @@ CLI::App* AddServeCommand(CLI::App& app, ServeOptions& opts) {
   });
   auto* prefill = serve->add_subcommand("prefill", "Serve kvwire.v1.PrefillNode: prefill, encode, upload to a decode node");
   add_common(prefill, "127.0.0.1:50052");
-  prefill->add_option("--max-queued", opts.max_queued, "Requests that may wait for a worker; more get RESOURCE_EXHAUSTED at once (0: no limit)")->capture_default_str()->check(CLI::Range(0, 1 << 20));
   prefill->add_option("--shadow-rate", opts.shadow_rate, "Share of requests (0..1) the decode node checks after answering with a shadow pass on the full cache (agreement, KL, reconstruction error by preset)")->capture_default_str()->check(CLI::Range(0.0, 1.0));
   prefill->add_option("--decode", opts.decode_address, "The decode node's host:port, or a gRPC name such as dns:///host:port (required)");
   prefill->add_option("--codec", opts.codec, "Default codec: a preset name or config text")->capture_default_str();
@@ -175,6 +175,7 @@ int RunScout(const ServeOptions& opts, const kvwire::nodes::NodeOptions& node,
                                               .default_codec = opts.codec,
                                               .presets = node.presets,
                                               .workers = opts.workers,
+                                              .max_queued = opts.max_queued,
                                               .link_mbps = opts.link_mbps,
                                               .metrics_port = opts.metrics_port,
                                               .security = node.security});
@@ -270,6 +271,7 @@ int RunServe(const ServeOptions& opts) {
     return std::make_unique<kvwire::scout::PromptNodeService>(kvwire::scout::PromptServiceOptions{
         .model = &model,
         .workers = opts.workers,
+        .max_queued = opts.max_queued,
         .default_max_new_tokens = opts.max_new_tokens,
         .auth_token = token,
         .cache_budget = budget});

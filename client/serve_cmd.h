@@ -17,7 +17,7 @@ struct ServeOptions {
   std::string device = "cpu";
   int threads = 0;
   int workers = 2;
-  int max_queued = 64;  // prefill: requests that may wait for a worker (0: no limit)
+  int max_queued = 64;  // requests that may wait for a worker (0: no limit)
   int max_new_tokens = 128;
   std::string decode_address;    // prefill only
   std::string target_address;    // scout only: the big model's (decode) node

@@ -46,7 +46,7 @@ std::vector<kvcodec::DecodedLayer> GatherKept(const engine::PrefillResult& prefi
 }  // namespace
 
 PromptNodeService::PromptNodeService(PromptServiceOptions options)
-    : options_(std::move(options)), queue_(options_.workers) {}
+    : options_(std::move(options)), queue_(options_.workers, options_.max_queued) {}
 
 grpc::ServerUnaryReactor* PromptNodeService::Generate(grpc::CallbackServerContext* context,
                                                       const kvwire::v1::TokenUpload* upload,
@@ -56,12 +56,15 @@ grpc::ServerUnaryReactor* PromptNodeService::Generate(grpc::CallbackServerContex
     reactor->Finish(transport::ToGrpcStatus(auth));
     return reactor;
   }
-  const bool posted = queue_.Post([this, context, upload, reply, reactor] {
+  const absl::Status posted = queue_.Post([this, context, upload, reply, reactor] {
     absl::StatusOr<kvwire::v1::GenerateReply> result = Handle(*upload, transport::CallInterrupt(context));
     if (result.ok()) *reply = *std::move(result);
     reactor->Finish(transport::ToGrpcStatus(result.status()));
   });
-  if (!posted) reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "shutting down"));
+  if (!posted.ok()) {
+    reactor->Finish(transport::ToGrpcStatus(
+        absl::Status(posted.code(), absl::StrCat("prompt node ", posted.message()))));
+  }
   return reactor;
 }
 
@@ -89,15 +92,38 @@ absl::StatusOr<kvwire::v1::GenerateReply> PromptNodeService::Handle(
     kept = *std::move(decoded);
     if (kept.empty()) return absl::InvalidArgumentError("the scout kept no position");
   }
+  const std::span<const int32_t> cached_ids(ids->data(), cached);
   std::optional<kvcodec::SelectionConfig> rule;
   if (!upload.selection_config().empty()) {
     auto parsed = kvcodec::CodecConfig::Parse(upload.selection_config());
     if (!parsed.ok()) return parsed.status();
     rule = parsed->selection;
+    // A rule this node cannot apply to its own scores would otherwise fail after the prefill.
+    if (absl::Status s = CheckSelection(*rule, upload.question_begin(), upload.question_end(),
+                                        cached_ids);
+        !s.ok()) {
+      return s;
+    }
   }
+  const modelio::ModelConfig& mc = model.engine->config();
+  kvcodec::FrameInfo info;
+  info.shape = {.num_layers = static_cast<int>(mc.num_hidden_layers),
+                .num_kv_heads = static_cast<int>(mc.num_key_value_heads),
+                .head_dim = static_cast<int>(mc.head_dim),
+                .num_tokens = cached,
+                .dtype = model.engine->cache_dtype()};
+  kvwire::v1::UploadHeader header;
+  header.set_request_id(upload.request_id());
+  *header.mutable_options() = upload.options();
+  header.set_prompt_tokens(cached);
+  header.add_suffix_token_ids((*ids)[cached]);
+  nodes::EngineConsumer consumer(model,
+                                 {.default_max_new_tokens = options_.default_max_new_tokens});
+  // The consumer's own checks (generation options above all), before the budget and the
+  // prefill rather than after them.
+  if (absl::Status s = consumer.CheckUpload(info, header); !s.ok()) return s;
   if (absl::Status s = interrupt(); !s.ok()) return s;
 
-  const modelio::ModelConfig& mc = model.engine->config();
   const uint64_t cache_bytes = 2ull * static_cast<uint64_t>(mc.num_hidden_layers) *
                                static_cast<uint64_t>(mc.num_key_value_heads) *
                                static_cast<uint64_t>(mc.head_dim) * static_cast<uint64_t>(cached) *
@@ -108,12 +134,12 @@ absl::StatusOr<kvwire::v1::GenerateReply> PromptNodeService::Handle(
       !s.ok()) {
     return s;
   }
-  const std::span<const int32_t> cached_ids(ids->data(), cached);
   engine::PrefillOptions prefill_options;
   if (rule) {
     prefill_options = ScoringPrefillOptions(*rule, cached, upload.question_begin(),
                                             upload.question_end());
   }
+  prefill_options.interrupt = interrupt;  // a cancelled or expired request stops within a layer
   auto prefill = model.engine->Prefill(cached_ids, prefill_options);
   if (!prefill.ok()) return prefill.status();
   const double prefill_seconds = SecondsSince(start);
@@ -125,7 +151,6 @@ absl::StatusOr<kvwire::v1::GenerateReply> PromptNodeService::Handle(
     overlap = Overlap(kept, *own);
   }
 
-  kvcodec::FrameInfo info;
   info.shape = prefill->shape;
   info.positions = prefill->positions;
   info.config_text = upload.selection_config().empty() ? "text" : upload.selection_config();
@@ -136,12 +161,6 @@ absl::StatusOr<kvwire::v1::GenerateReply> PromptNodeService::Handle(
   prefill->values.clear();
   if (absl::Status s = interrupt(); !s.ok()) return s;
 
-  kvwire::v1::UploadHeader header;
-  header.set_request_id(upload.request_id());
-  *header.mutable_options() = upload.options();
-  header.set_prompt_tokens(cached);
-  header.add_suffix_token_ids((*ids)[cached]);
-  nodes::EngineConsumer consumer(model, {.default_max_new_tokens = options_.default_max_new_tokens});
   auto reply = consumer.Consume(info, std::move(layers), header, interrupt);
   if (!reply.ok()) return reply.status();
 

@@ -23,6 +23,9 @@ namespace kvwire::scout {
 struct PromptServiceOptions {
   const nodes::NodeModel* model = nullptr;  // not owned; outlives the service
   int workers = 2;
+  // Requests that may wait for a worker; more are refused at once with RESOURCE_EXHAUSTED
+  // (as PrefillServiceOptions::max_queued). 0: no limit.
+  int max_queued = 64;
   int default_max_new_tokens = 128;
   // Non-empty: calls must carry this bearer token (server/transport/security.h).
   std::string auth_token;
@@ -40,8 +43,11 @@ class PromptNodeService final : public kvwire::v1::PromptNode::CallbackService {
                                      const kvwire::v1::TokenUpload* upload,
                                      kvwire::v1::GenerateReply* reply) override;
 
-  // The whole request, synchronously. `interrupt` (a call's transport::CallInterrupt) is asked
-  // before the prefill, after it and before every decode step; its status ends the request.
+  // The whole request, synchronously. Everything the upload can get wrong (ids, positions,
+  // selection config, generation options) is checked before the cache budget is reserved or
+  // the model runs. `interrupt` (a call's transport::CallInterrupt) is asked before the
+  // reservation, before every layer of the prefill, after it and before every decode step;
+  // its status ends the request and frees the reservation.
   absl::StatusOr<kvwire::v1::GenerateReply> Handle(const kvwire::v1::TokenUpload& upload,
                                                    const transport::Interrupt& interrupt) const;
 

@@ -57,6 +57,7 @@ absl::StatusOr<std::unique_ptr<RunningScout>> StartScoutNode(const ScoutNodeOpti
       .presets = options.presets,
       .default_timeout = options.default_timeout,
       .workers = options.workers,
+      .max_queued = options.max_queued,
       .link_bits_per_second = options.link_mbps * 1e6,
       .metrics = running->metrics_.get(),
       .auth_token = options.security.auth_token});

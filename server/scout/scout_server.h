@@ -24,6 +24,7 @@ struct ScoutNodeOptions {
   std::string default_codec = "scout-snapkv25";
   nodes::PresetMap presets;
   int workers = 2;
+  int max_queued = 64;  // see ScoutServiceOptions::max_queued
   std::chrono::milliseconds default_timeout{std::chrono::minutes(10)};
   // Emulated link to the big node in Mbit/s (0: none); see ScoutServiceOptions.
   double link_mbps = 0;

@@ -1,5 +1,8 @@
 #include "server/scout/scout_service.h"
 
+#include <condition_variable>
+#include <mutex>
+
 #include "absl/strings/str_cat.h"
 #include "server/nodes/prefill_service.h"
 #include "server/scout/index_coding.h"
@@ -22,7 +25,7 @@ absl::Status FromGrpc(const grpc::Status& s) {
 ScoutNodeService::ScoutNodeService(ScoutServiceOptions options)
     : options_(std::move(options)),
       stub_(kvwire::v1::PromptNode::NewStub(options_.prompt_channel)),
-      queue_(options_.workers) {}
+      queue_(options_.workers, options_.max_queued) {}
 
 grpc::ServerUnaryReactor* ScoutNodeService::Generate(grpc::CallbackServerContext* context,
                                                      const kvwire::v1::GenerateRequest* request,
@@ -36,8 +39,9 @@ grpc::ServerUnaryReactor* ScoutNodeService::Generate(grpc::CallbackServerContext
   }
   auto in_flight = std::make_shared<metrics::NodeMetrics::Scoped>();
   if (m != nullptr) *in_flight = m->TrackRequest();
-  const bool posted = queue_.Post([this, context, request, reply, reactor, m, in_flight] {
-    absl::StatusOr<kvwire::v1::GenerateReply> result = Handle(*request, context->deadline());
+  const absl::Status posted = queue_.Post([this, context, request, reply, reactor, m, in_flight] {
+    absl::StatusOr<kvwire::v1::GenerateReply> result =
+        Handle(*request, context->deadline(), transport::CallInterrupt(context));
     if (m != nullptr) {
       m->CountRequest(result.status().code());
       if (result.ok()) {
@@ -49,18 +53,21 @@ grpc::ServerUnaryReactor* ScoutNodeService::Generate(grpc::CallbackServerContext
     in_flight->Release();
     reactor->Finish(transport::ToGrpcStatus(result.status()));
   });
-  if (!posted) {
-    if (m != nullptr) m->CountRequest(absl::StatusCode::kUnavailable);
+  if (!posted.ok()) {
+    if (m != nullptr) m->CountRequest(posted.code());
     in_flight->Release();
-    reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "shutting down"));
+    reactor->Finish(transport::ToGrpcStatus(
+        absl::Status(posted.code(), absl::StrCat("scout node ", posted.message()))));
   }
   return reactor;
 }
 
 absl::StatusOr<kvwire::v1::GenerateReply> ScoutNodeService::Handle(
-    const kvwire::v1::GenerateRequest& request,
-    std::chrono::system_clock::time_point deadline) const {
+    const kvwire::v1::GenerateRequest& request, std::chrono::system_clock::time_point deadline,
+    const transport::Interrupt& interrupt) const {
   const Clock::time_point start = Clock::now();
+  // A job that waited in the queue past its deadline, or whose client left, does no work.
+  if (absl::Status s = interrupt(); !s.ok()) return s;
   const nodes::NodeModel& model = *options_.model;
   auto codec = nodes::ResolveCodec(request, options_.default_codec, options_.presets);
   if (!codec.ok()) return codec.status();
@@ -92,9 +99,10 @@ absl::StatusOr<kvwire::v1::GenerateReply> ScoutNodeService::Handle(
     const int cached = T - 1;
     const std::span<const int32_t> cached_ids(prompt->token_ids.data(), cached);
     const Clock::time_point prefill_start = Clock::now();
-    auto prefill = model.engine->Prefill(
-        cached_ids,
-        ScoringPrefillOptions(rule, cached, prompt->question_begin, prompt->question_end));
+    engine::PrefillOptions prefill_options =
+        ScoringPrefillOptions(rule, cached, prompt->question_begin, prompt->question_end);
+    prefill_options.interrupt = interrupt;  // stops within a layer
+    auto prefill = model.engine->Prefill(cached_ids, prefill_options);
     if (!prefill.ok()) return prefill.status();
     const Clock::time_point select_start = Clock::now();
     if (options_.metrics != nullptr) {
@@ -133,7 +141,33 @@ absl::StatusOr<kvwire::v1::GenerateReply> ScoutNodeService::Handle(
   if (options_.metrics != nullptr) {
     options_.metrics->ObserveStage(metrics::Stage::kTransfer, upload_seconds);
   }
-  grpc::Status status = stub_->Generate(&call, upload, &reply);
+  if (absl::Status s = interrupt(); !s.ok()) return s;
+  // Asynchronous, so this worker can watch its own call meanwhile: the big node's call only
+  // copies the deadline, and a client's cancel would otherwise leave that node generating (and
+  // holding a worker and cache memory) for nobody.
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  grpc::Status status;
+  stub_->async()->Generate(&call, &upload, &reply, [&](grpc::Status s) {
+    std::lock_guard<std::mutex> lock(mu);
+    status = std::move(s);
+    done = true;
+    cv.notify_one();
+  });
+  absl::Status stopped;
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    while (!cv.wait_for(lock, kInterruptPoll, [&] { return done; })) {
+      if (!stopped.ok()) continue;
+      // Unlocked: TryCancel may run the callback, which takes `mu`, on this very thread.
+      lock.unlock();
+      stopped = interrupt();
+      if (!stopped.ok()) call.TryCancel();  // the callback still comes, and must be waited for
+      lock.lock();
+    }
+  }
+  if (!stopped.ok()) return stopped;
   if (!status.ok()) return FromGrpc(status);
   reply.mutable_stats()->set_upload_seconds(upload_seconds);
   // The big node's first-token time starts at its own receipt; add the edge's share.

@@ -19,6 +19,7 @@
 #include "server/metrics/metrics.h"
 #include "server/nodes/presets.h"
 #include "server/scout/work_queue.h"
+#include "server/transport/decode_service.h"
 
 namespace kvwire::scout {
 
@@ -31,6 +32,9 @@ struct ScoutServiceOptions {
   nodes::PresetMap presets;
   std::chrono::milliseconds default_timeout{std::chrono::minutes(10)};
   int workers = 2;
+  // Requests that may wait for a worker; more are refused at once with RESOURCE_EXHAUSTED
+  // (as PrefillServiceOptions::max_queued). 0: no limit.
+  int max_queued = 64;
   // Emulated link to the big node (bits per second; 0: none): the TokenUpload is held back for
   // its serialized size / rate before it is sent (transport::LinkPacer), for benchmarks.
   double link_bits_per_second = 0;
@@ -49,10 +53,17 @@ class ScoutNodeService final : public kvwire::v1::ScoutNode::CallbackService {
                                      const kvwire::v1::GenerateRequest* request,
                                      kvwire::v1::GenerateReply* reply) override;
 
-  // The whole request, synchronously; the big node's call gets `deadline`.
-  absl::StatusOr<kvwire::v1::GenerateReply> Handle(
-      const kvwire::v1::GenerateRequest& request,
-      std::chrono::system_clock::time_point deadline) const;
+  // The whole request, synchronously; the big node's call gets `deadline`. `interrupt` (a
+  // call's transport::CallInterrupt) is asked before any work, before every layer of the
+  // scout's prefill and, while the big node works, every kInterruptPoll: its non-OK status
+  // ends the request and cancels the big node's call, so that node stops working for nobody.
+  absl::StatusOr<kvwire::v1::GenerateReply> Handle(const kvwire::v1::GenerateRequest& request,
+                                                   std::chrono::system_clock::time_point deadline,
+                                                   const transport::Interrupt& interrupt) const;
+
+  // How often a waiting Handle asks its interrupt: the delay before a client's cancel reaches
+  // the big node.
+  static constexpr std::chrono::milliseconds kInterruptPoll{20};
 
  private:
   const ScoutServiceOptions options_;

@@ -1,6 +1,12 @@
 // The scout and text paths end to end over loopback gRPC: a scout node (small model) in front of
 // a PromptNode (big model), on the tiny random models of server/nodes/testing.
+#include <condition_variable>
 #include <filesystem>
+#include <functional>
+#include <limits>
+#include <mutex>
+#include <optional>
+#include <thread>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -29,6 +35,121 @@ const char* kContext =
     "sailors. The town named the new pier after her, and every spring the children race "
     "small boats from the pier to the reef and back.";
 const char* kQuestion = "Who rowed out to the reef?";
+
+// A big node that never answers: it holds every call until the caller cancels it (or the
+// call's deadline passes), counting the calls it got and the cancels it saw.
+class HangingPromptNode final : public kvwire::v1::PromptNode::CallbackService {
+ public:
+  HangingPromptNode() {
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
+    builder.RegisterService(this);
+    server_ = builder.BuildAndStart();
+  }
+  ~HangingPromptNode() override { server_->Shutdown(std::chrono::system_clock::now()); }
+
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  int arrived() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return arrived_;
+  }
+  // Whether `n` calls arrived (were cancelled) within `wait`.
+  bool WaitArrived(int n, std::chrono::milliseconds wait) { return WaitFor(&arrived_, n, wait); }
+  bool WaitCancelled(int n, std::chrono::milliseconds wait) {
+    return WaitFor(&cancelled_, n, wait);
+  }
+
+  grpc::ServerUnaryReactor* Generate(grpc::CallbackServerContext*, const kvwire::v1::TokenUpload*,
+                                     kvwire::v1::GenerateReply*) override {
+    class Held final : public grpc::ServerUnaryReactor {
+     public:
+      explicit Held(HangingPromptNode* node) : node_(node) {}
+      void OnCancel() override {
+        node_->Count(&node_->cancelled_);
+        Finish(grpc::Status::CANCELLED);
+      }
+      void OnDone() override { delete this; }
+
+     private:
+      HangingPromptNode* node_;
+    };
+    Count(&arrived_);
+    return new Held(this);
+  }
+
+ private:
+  void Count(int* counter) {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++*counter;
+    cv_.notify_all();
+  }
+  bool WaitFor(const int* counter, int n, std::chrono::milliseconds wait) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, wait, [&] { return *counter >= n; });
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int arrived_ = 0;
+  int cancelled_ = 0;
+  int port_ = 0;
+  std::unique_ptr<grpc::Server> server_;  // last: shut down while the counters still exist
+};
+
+// A unary call on a thread of its own, so a test can cancel it or wait for it to end.
+class PendingCall {
+ public:
+  using Invoke = std::function<grpc::Status(grpc::ClientContext*)>;
+  explicit PendingCall(Invoke invoke) {
+    context_.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    thread_ = std::thread([this, invoke = std::move(invoke)] {
+      grpc::Status status = invoke(&context_);
+      std::lock_guard<std::mutex> lock(mu_);
+      status_ = std::move(status);
+      cv_.notify_all();
+    });
+  }
+  ~PendingCall() {
+    Cancel();
+    thread_.join();
+  }
+  void Cancel() { context_.TryCancel(); }
+  // The call's status once it has ended; nullopt while it still runs after `wait`.
+  std::optional<grpc::Status> Wait(std::chrono::milliseconds wait) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, wait, [this] { return status_.has_value(); });
+    return status_;
+  }
+
+ private:
+  grpc::ClientContext context_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::optional<grpc::Status> status_;
+  std::thread thread_;
+};
+
+template <typename Service, typename Request>
+PendingCall::Invoke CallOn(int port, Request request) {
+  return [port, request = std::move(request)](grpc::ClientContext* context) {
+    auto stub = Service::NewStub(grpc::CreateChannel("127.0.0.1:" + std::to_string(port),
+                                                     grpc::InsecureChannelCredentials()));
+    kvwire::v1::GenerateReply reply;
+    return stub->Generate(context, request, &reply);
+  };
+}
+
+// Of `calls`, the first to end within `wait` and its status (null when none did).
+std::pair<PendingCall*, std::optional<grpc::Status>> FirstToEnd(std::vector<PendingCall*> calls,
+                                                                std::chrono::milliseconds wait) {
+  const auto until = std::chrono::steady_clock::now() + wait;
+  while (std::chrono::steady_clock::now() < until) {
+    for (PendingCall* call : calls) {
+      if (auto status = call->Wait(std::chrono::milliseconds(5))) return {call, status};
+    }
+  }
+  return {nullptr, std::nullopt};
+}
 
 class ScoutTest : public ::testing::Test {
  protected:
@@ -350,21 +471,216 @@ TEST_F(ScoutTest, PromptNodeHonoursTheCacheBudget) {
   EXPECT_EQ(roomy->reserved(), 1u);
 }
 
-// A client that goes away mid-generation stops the work within a decode step, and the
+// Wherever a client goes away (before the reservation, in the prefill, before generating or
+// mid-generation) the request stops at the first ask that says so, with its status, and the
 // request's share of the cache budget comes back.
-TEST_F(ScoutTest, PromptNodeStopsGeneratingWhenInterrupted) {
+TEST_F(ScoutTest, PromptNodeStopsWhereverInterrupted) {
   kvwire::v1::TokenUpload upload;
   upload.set_token_ids(*EncodeTokenIds(PromptIds()));
   upload.mutable_options()->set_max_new_tokens(40);
   auto budget = std::make_shared<transport::CacheBudget>(64 << 20);
   PromptNodeService service({.model = big_, .workers = 1, .cache_budget = budget});
-  int asked = 0;
-  auto stopped = service.Handle(upload, [&asked]() -> absl::Status {
-    return ++asked > 4 ? absl::CancelledError("client went away") : absl::OkStatus();
+  int total = 0;
+  auto served = service.Handle(upload, [&total] {
+    ++total;
+    return absl::OkStatus();
   });
-  EXPECT_EQ(stopped.status().code(), absl::StatusCode::kCancelled) << stopped.status();
-  EXPECT_EQ(asked, 5);  // before and after the prefill, the suffix token, one decode step, then stop
-  EXPECT_EQ(budget->reserved(), 0u);
+  ASSERT_TRUE(served.ok()) << served.status();
+  ASSERT_GT(served->stats().generated_tokens(), 1);
+  for (int stop_at = 1; stop_at <= total; ++stop_at) {
+    int asked = 0;
+    auto stopped = service.Handle(upload, [&asked, stop_at]() -> absl::Status {
+      return ++asked >= stop_at ? absl::CancelledError("client went away") : absl::OkStatus();
+    });
+    EXPECT_EQ(stopped.status().code(), absl::StatusCode::kCancelled)
+        << stop_at << ": " << stopped.status();
+    EXPECT_EQ(asked, stop_at);  // not asked again once it said stop
+    EXPECT_EQ(budget->reserved(), 0u) << stop_at;
+  }
+}
+
+// Regression: the prefill never asked the interrupt, so a cancelled or expired request held a
+// worker and its cache reservation for the whole prompt. It asks before every layer of every
+// prompt chunk, while the reservation is held.
+TEST_F(ScoutTest, PromptNodePrefillIsInterruptibleAtEveryLayer) {
+  constexpr int kChunk = 16;
+  auto chunked = nodes::NodeModel::Load(
+      {.model_dir = (*root_ / "big").string(), .threads = 1, .prefill_chunk = kChunk});
+  ASSERT_TRUE(chunked.ok()) << chunked.status();
+  const std::vector<int32_t> ids = PromptIds();
+  kvwire::v1::TokenUpload upload;
+  upload.set_token_ids(*EncodeTokenIds(ids));
+  upload.mutable_options()->set_max_new_tokens(1);
+  auto budget = std::make_shared<transport::CacheBudget>(64 << 20);
+  PromptNodeService service({.model = chunked->get(), .workers = 1, .cache_budget = budget});
+  int while_reserved = 0;
+  auto served = service.Handle(upload, [&] {
+    if (budget->reserved() > 0) ++while_reserved;
+    return absl::OkStatus();
+  });
+  ASSERT_TRUE(served.ok()) << served.status();
+  const int cached = static_cast<int>(ids.size()) - 1;
+  const int layers = static_cast<int>((*chunked)->engine->config().num_hidden_layers);
+  EXPECT_GE(while_reserved, layers * ((cached + kChunk - 1) / kChunk));
+}
+
+// Regression: bad generation options and a selection rule the node cannot apply were found
+// only after the reservation and the whole prefill. They are refused before any work: with a
+// budget nothing fits, they still get INVALID_ARGUMENT, and the interrupt (first asked just
+// before the reservation) is never asked.
+TEST_F(ScoutTest, PromptNodeRejectsBadRequestsBeforeAnyWork) {
+  const std::vector<int32_t> ids = PromptIds();
+  kvwire::v1::TokenUpload good;
+  good.set_token_ids(*EncodeTokenIds(ids));
+  good.mutable_options()->set_max_new_tokens(2);
+  auto full = std::make_shared<transport::CacheBudget>(1);
+  PromptNodeService service({.model = big_, .workers = 1, .cache_budget = full});
+  int asked = 0;
+  const transport::Interrupt count = [&asked] {
+    ++asked;
+    return absl::OkStatus();
+  };
+  EXPECT_EQ(service.Handle(good, count).status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_GT(asked, 0);
+
+  auto expect_rejected = [&](const kvwire::v1::TokenUpload& upload, const char* message) {
+    asked = 0;
+    auto result = service.Handle(upload, count);
+    EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument) << result.status();
+    EXPECT_THAT(result.status().message(), HasSubstr(message));
+    EXPECT_EQ(asked, 0) << message;
+  };
+  kvwire::v1::TokenUpload bad = good;
+  bad.mutable_options()->set_max_new_tokens(-1);
+  expect_rejected(bad, "max_new_tokens");
+  bad = good;
+  bad.mutable_options()->set_temperature(-1);
+  expect_rejected(bad, "temperature");
+  bad = good;
+  bad.mutable_options()->set_temperature(std::numeric_limits<float>::quiet_NaN());
+  expect_rejected(bad, "temperature");
+  bad = good;
+  bad.mutable_options()->set_top_p(1.5);
+  expect_rejected(bad, "top_p");
+  bad = good;
+  bad.mutable_options()->set_top_k(-1);
+  expect_rejected(bad, "top_k");
+  bad = good;
+  bad.mutable_options()->add_stop("");
+  expect_rejected(bad, "stop");
+  bad = good;
+  bad.set_selection_config("select=q2c;keep=0.25");  // no question span
+  expect_rejected(bad, "needs a question");
+  bad.set_question_begin(0);
+  bad.set_question_end(5);
+  expect_rejected(bad, "context before the question");
+}
+
+// Regression: the scout's call to the big node copied only the client's deadline, so a client
+// that cancelled left the big node working (and the scout's worker waiting) until then.
+TEST_F(ScoutTest, ScoutPassesItsClientsCancelToTheBigNode) {
+  HangingPromptNode big;
+  auto scout = StartScoutNode({.model = {.model_dir = (*root_ / "small").string(), .threads = 1},
+                               .prompt_address = big.address(),
+                               .workers = 1});
+  ASSERT_TRUE(scout.ok()) << scout.status();
+  const int port = (*scout)->port();
+  PendingCall first(CallOn<kvwire::v1::ScoutNode>(port, Request("text")));
+  ASSERT_TRUE(big.WaitArrived(1, std::chrono::seconds(20)));
+  first.Cancel();
+  auto status = first.Wait(std::chrono::seconds(10));
+  ASSERT_TRUE(status.has_value());
+  EXPECT_EQ(status->error_code(), grpc::StatusCode::CANCELLED);
+  // The big node's call ends with the client's, not at its deadline 30 s away ...
+  EXPECT_TRUE(big.WaitCancelled(1, std::chrono::seconds(5)));
+  // ... and the scout's only worker takes the next request.
+  PendingCall second(CallOn<kvwire::v1::ScoutNode>(port, Request("text")));
+  EXPECT_TRUE(big.WaitArrived(2, std::chrono::seconds(5)));
+}
+
+// The scout's own work stops at once when its interrupt says so: before a job starts (a
+// deadline that passed in the queue) and at any layer of its prefill; the big node never hears
+// of the request.
+TEST_F(ScoutTest, ScoutStopsBeforeAndDuringItsPrefill) {
+  HangingPromptNode big;
+  ScoutNodeService scout(
+      {.model = big_,
+       .prompt_channel = grpc::CreateChannel(big.address(), grpc::InsecureChannelCredentials()),
+       .workers = 1});
+  const int layers = static_cast<int>(big_->engine->config().num_hidden_layers);
+  for (int stop_at = 1; stop_at <= layers + 1; ++stop_at) {
+    int asked = 0;
+    auto result = scout.Handle(Request("scout-snapkv25"),
+                               std::chrono::system_clock::now() + std::chrono::seconds(30),
+                               [&asked, stop_at]() -> absl::Status {
+                                 return ++asked >= stop_at
+                                            ? absl::DeadlineExceededError("the deadline passed")
+                                            : absl::OkStatus();
+                               });
+    EXPECT_EQ(result.status().code(), absl::StatusCode::kDeadlineExceeded)
+        << stop_at << ": " << result.status();
+    EXPECT_EQ(asked, stop_at);
+  }
+  EXPECT_EQ(big.arrived(), 0);
+}
+
+// Beyond max_queued waiting requests, a scout node answers RESOURCE_EXHAUSTED at once.
+TEST_F(ScoutTest, ScoutNodeRefusesBeyondMaxQueued) {
+  HangingPromptNode big;
+  auto scout = StartScoutNode({.model = {.model_dir = (*root_ / "small").string(), .threads = 1},
+                               .prompt_address = big.address(),
+                               .workers = 1,
+                               .max_queued = 1});
+  ASSERT_TRUE(scout.ok()) << scout.status();
+  const int port = (*scout)->port();
+  PendingCall busy(CallOn<kvwire::v1::ScoutNode>(port, Request("text")));
+  ASSERT_TRUE(big.WaitArrived(1, std::chrono::seconds(20)));  // the only worker is taken
+  PendingCall a(CallOn<kvwire::v1::ScoutNode>(port, Request("text")));
+  PendingCall b(CallOn<kvwire::v1::ScoutNode>(port, Request("text")));
+  // One of them waits for the worker; the other finds the queue full.
+  auto [refused, status] = FirstToEnd({&a, &b}, std::chrono::seconds(10));
+  ASSERT_TRUE(status.has_value());
+  EXPECT_EQ(status->error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << status->error_message();
+  EXPECT_THAT(status->error_message(), HasSubstr("scout node busy"));
+  PendingCall* waiting = refused == &a ? &b : &a;
+  EXPECT_FALSE(waiting->Wait(std::chrono::milliseconds(200)).has_value());
+}
+
+// Beyond max_queued waiting uploads, a PromptNode answers RESOURCE_EXHAUSTED at once.
+TEST_F(ScoutTest, PromptNodeRefusesBeyondMaxQueued) {
+  // A long prompt on a model with room for it keeps the only worker busy for seconds (until
+  // its client cancels it, which now stops the prefill within a layer).
+  modelio::ModelConfig config = nodes::testing::TinyConfig(2);
+  config.max_position_embeddings = 8192;
+  ASSERT_TRUE(nodes::testing::WriteTinyModel(*root_ / "long", config).ok());
+  auto model = nodes::NodeModel::Load({.model_dir = (*root_ / "long").string(), .threads = 1});
+  ASSERT_TRUE(model.ok()) << model.status();
+  std::vector<int32_t> ids(8000);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(3 + i % 250);
+  kvwire::v1::TokenUpload upload;
+  upload.set_token_ids(*EncodeTokenIds(ids));
+  upload.mutable_options()->set_max_new_tokens(1);
+  PromptNodeService service({.model = model->get(), .workers = 1, .max_queued = 1});
+  int port = 0;
+  grpc::ServerBuilder builder;
+  transport::ConfigureServerBuilder(builder);
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(port, 0);
+  {
+    // One runs, one waits for the worker, and the last to arrive finds the queue full.
+    PendingCall a(CallOn<kvwire::v1::PromptNode>(port, upload));
+    PendingCall b(CallOn<kvwire::v1::PromptNode>(port, upload));
+    PendingCall c(CallOn<kvwire::v1::PromptNode>(port, upload));
+    auto [refused, status] = FirstToEnd({&a, &b, &c}, std::chrono::seconds(10));
+    ASSERT_TRUE(status.has_value());
+    EXPECT_EQ(status->error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+        << status->error_message();
+    EXPECT_THAT(status->error_message(), HasSubstr("prompt node busy"));
+  }  // the calls are cancelled
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
 }
 
 }  // namespace

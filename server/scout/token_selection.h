@@ -27,6 +27,13 @@ absl::StatusOr<std::vector<int32_t>> SelectPositions(const kvcodec::SelectionCon
                                                      int question_begin, int question_end,
                                                      std::span<const int32_t> token_ids);
 
+// OK when SelectPositions can apply `config` to a prefill of `token_ids` made with
+// ScoringPrefillOptions (same question span): the same selection runs on zero scores, so a
+// bad rule (Q2C without a question, parameters kvcodec refuses) fails before a prefill instead
+// of after it. Cheap: one score per token.
+absl::Status CheckSelection(const kvcodec::SelectionConfig& config, int question_begin,
+                            int question_end, std::span<const int32_t> token_ids);
+
 // |a ∩ b| / |b| for sorted sets (1 when b is empty).
 double Overlap(std::span<const int32_t> a, std::span<const int32_t> b);
 
