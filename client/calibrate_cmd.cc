@@ -152,6 +152,15 @@ int RunCalibrate(const CalibrateOptions& o) {
     }
     EvalOptions base = o.eval;
     base.json = false;
+    // Refuse bad options before the sweep, which can take hours on a real model.
+    absl::Status valid = ValidateEvalOptions(base);
+    if (valid.ok() && !base.quality.empty() && *eval::ParseQuality(base.quality) == eval::Quality::kKl) {
+      valid = absl::InvalidArgumentError("a ladder ranks by task_score or agreement, not kl");
+    }
+    if (!valid.ok()) {
+      std::cerr << "kvwire calibrate: " << valid.message() << "\n";
+      return 2;
+    }
     std::vector<std::string> proposed_plans;
     if (o.sensitivity) {
       EvalOptions sweep = base;
@@ -206,6 +215,7 @@ int RunCalibrate(const CalibrateOptions& o) {
   }
   std::ofstream out(o.ladder_path, std::ios::binary | std::ios::trunc);
   out << eval::LadderToJson(ladder);
+  out.close();  // a full disk shows only when the buffer is written out
   if (!out) {
     std::cerr << "kvwire calibrate: cannot write " << o.ladder_path << "\n";
     return 1;

@@ -368,6 +368,15 @@ TEST(CliTest, PrefillKilledMidStreamDecodeGeneratesNothing) {
   EXPECT_EQ(decode.Wait(In(15)), 0) << decode.err();
 }
 
+// Regression: scout-path presets without --scout were skipped one by one, and a demo of only
+// those printed empty tables and exited 0.
+TEST(CliTest, DemoOfScoutPresetsNeedsAScout) {
+  Child demo({KVWIRE_BINARY, "demo", "--prefill", "127.0.0.1:1", "--preset", "text", "--preset",
+              "scout-snapkv25"});
+  EXPECT_EQ(demo.Wait(In(30)), 2) << demo.err();
+  EXPECT_THAT(demo.err(), HasSubstr("give --scout"));
+}
+
 // Every option of the service commands has a description in --help, and the exit codes are
 // stated there.
 TEST(CliTest, HelpExplainsEveryOptionAndExitCodes) {

@@ -1,10 +1,12 @@
 #include "client/demo_cmd.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <map>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/str_join.h"
 #include "client/generate_cmd.h"
 #include "models/tasks/task_generator.h"
 #include "nlohmann/json.hpp"
@@ -39,6 +41,12 @@ CLI::App* AddDemoCommand(CLI::App& app, DemoOptions& opts) {
 }
 
 int RunDemo(const DemoOptions& opts) {
+  if (opts.scout_address.empty() &&
+      std::all_of(opts.presets.begin(), opts.presets.end(), [](const std::string& p) { return ScoutPath(p); })) {
+    std::cerr << "kvwire demo: the presets asked for (" << absl::StrJoin(opts.presets, ", ")
+              << ") run on the scout path: give --scout\n";
+    return 2;
+  }
   std::vector<tasks::Example> examples;
   for (const std::string& name : opts.tasks) {
     auto task = tasks::ParseTaskType(name);

@@ -53,6 +53,7 @@ absl::Status WriteFile(const std::string& path, const std::string& content) {
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     out << content;
+    out.close();  // a full disk shows only when the buffer is written out
     if (!out) return absl::PermissionDeniedError(absl::StrCat("cannot write ", tmp));
   }
   std::error_code ec;
@@ -61,7 +62,9 @@ absl::Status WriteFile(const std::string& path, const std::string& content) {
   return absl::OkStatus();
 }
 
-absl::Status ValidateOptions(const EvalOptions& o) {
+}  // namespace
+
+absl::Status ValidateEvalOptions(const EvalOptions& o) {
   if (o.tasks_path.empty() == o.text_path.empty()) {
     return absl::InvalidArgumentError("give exactly one of --tasks FILE and --text FILE|-");
   }
@@ -92,6 +95,8 @@ absl::Status ValidateOptions(const EvalOptions& o) {
   }
   return absl::OkStatus();
 }
+
+namespace {
 
 // The run's configurations: --config specs, --configs-file, --matrix names (in that order),
 // duplicates dropped, with a lossless reference first.
@@ -272,7 +277,7 @@ CLI::Option* AddEvalOptions(CLI::App* cmd, EvalOptions& o) {
 }
 
 absl::StatusOr<EvalRun> RunEvalJob(const EvalOptions& o) {
-  if (absl::Status s = ValidateOptions(o); !s.ok()) return s;
+  if (absl::Status s = ValidateEvalOptions(o); !s.ok()) return s;
   const bool remote = !o.prefill_address.empty();
   nodes::ModelOptions mo;
   mo.model_dir = o.model_dir;
@@ -345,10 +350,26 @@ absl::StatusOr<EvalRun> RunEvalJob(const EvalOptions& o) {
   std::vector<eval::EvalRecord> memory;
   if (!o.out_prefix.empty()) {
     const std::filesystem::path parent = std::filesystem::path(o.out_prefix).parent_path();
-    if (!parent.empty()) std::filesystem::create_directories(parent);
+    std::error_code ec;
+    if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+    if (ec) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--out ", o.out_prefix, ": cannot create ", parent.string(), ": ", ec.message()));
+    }
     auto opened = eval::RecordLog::Open(o.out_prefix + ".jsonl", meta, o.overwrite);
     if (!opened.ok()) return opened.status();
     log = *std::move(opened);
+    // Summaries group records by label: a label whose codec changed since the log was written
+    // would average two codecs under one name.
+    for (const eval::EvalRecord& r : log->records()) {
+      for (const eval::EvalConfig& c : *configs) {
+        if (r.config == c.label.name && r.codec != c.label.codec) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              o.out_prefix, ".jsonl holds results labelled \"", r.config, "\" for codec \"", r.codec,
+              "\", now \"", c.label.codec, "\"; use another label or --out, or --overwrite"));
+        }
+      }
+    }
   }
   const std::vector<eval::EvalRecord>& records = log ? log->records() : memory;
 
@@ -373,8 +394,21 @@ absl::StatusOr<EvalRun> RunEvalJob(const EvalOptions& o) {
   eval::SkipFn skip = [&](const eval::EvalConfig& c, const std::string& id) {
     return log && log->Has(c.label.name, c.label.codec, id);
   };
+  // A remote run's log is keyed by the node's address; the node may serve another model now.
+  std::string log_model;
+  if (log) {
+    for (const eval::EvalRecord& r : log->records()) {
+      if (!r.model_fingerprint.empty()) log_model = r.model_fingerprint;
+    }
+  }
   eval::RecordSink sink = [&](eval::EvalRecord r) -> absl::Status {
     const std::string label = absl::StrCat(r.config, " ", r.example_id);
+    if (log_model.empty()) log_model = r.model_fingerprint;
+    if (!r.model_fingerprint.empty() && r.model_fingerprint != log_model) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          o.prefill_address, " now serves model ", r.model_fingerprint, ", but ", o.out_prefix,
+          ".jsonl holds results from model ", log_model, "; use another --out, or --overwrite"));
+    }
     if (log) {
       if (absl::Status s = log->Append(std::move(r)); !s.ok()) return s;
     } else {
@@ -461,7 +495,7 @@ absl::StatusOr<EvalRun> RunEvalJob(const EvalOptions& o) {
 }
 
 int RunEval(const EvalOptions& opts) {
-  if (absl::Status s = ValidateOptions(opts); !s.ok()) {
+  if (absl::Status s = ValidateEvalOptions(opts); !s.ok()) {
     std::cerr << "kvwire eval: " << s.message() << "\n";
     return 2;
   }

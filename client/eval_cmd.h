@@ -72,6 +72,9 @@ struct EvalRun {
 // (when out_prefix is set). InvalidArgument for bad options; errors of the model, input or run.
 absl::StatusOr<EvalRun> RunEvalJob(const EvalOptions& opts);
 
+// The checks of the command line alone (InvalidArgument): input, model or node, quality, format.
+absl::Status ValidateEvalOptions(const EvalOptions& opts);
+
 // 0 ok, 1 the run failed, 2 bad command line.
 int RunEval(const EvalOptions& opts);
 

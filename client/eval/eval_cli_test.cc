@@ -120,6 +120,12 @@ TEST_F(EvalCliTest, TextRunWritesEveryOutputAndResumes) {
   EXPECT_EQ(Lines(prefix + ".jsonl"), 1u + 4 * 2);
   EXPECT_THAT(r.out, HasSubstr("int4"));
 
+  // Regression: a label run again with another codec averaged both codecs under one name.
+  r = Run("eval " + Model() + " " + Text() + " --config int8 --config low=plan=*:int4 --out " + prefix);
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_THAT(r.err, HasSubstr("labelled \"low\" for codec"));
+  EXPECT_EQ(Lines(prefix + ".jsonl"), 1u + 4 * 2);
+
   // Other settings on the same log are refused; --overwrite starts over.
   r = Run("eval " + Model() + " " + Text() + " --fidelity-tokens 4 --config int8 --out " + prefix);
   EXPECT_EQ(r.rc, 1);
@@ -254,6 +260,18 @@ TEST_F(EvalCliTest, BadCommandLinesExitWith2) {
   EXPECT_EQ(r.rc, 1);
   EXPECT_THAT(r.err, HasSubstr("unknown matrix"));
   EXPECT_EQ(Run("calibrate --ladder " + Out("l.json")).rc, 2);
+  // Regression: calibrate checked these only after its sweep (hours on a real model).
+  EXPECT_EQ(Run("calibrate " + Model() + " --ladder " + Out("l.json")).rc, 2);  // no input
+  EXPECT_EQ(Run("calibrate " + Model() + " " + Text() + " --quality kl --ladder " + Out("l.json")).rc, 2);
+  // Regression: an --out whose directory cannot be created aborted (uncaught filesystem_error).
+  std::ofstream(Out("afile")) << "x";
+  r = Run("eval " + Model() + " " + Text() + " --config int8 --out " + Out("afile") + "/sub/run");
+  EXPECT_EQ(r.rc, 1) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("cannot create"));
+  // Regression: "label=" silently ran the lossless default codec.
+  r = Run("eval " + Model() + " " + Text() + " --config foo=");
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_THAT(r.err, HasSubstr("empty codec"));
 }
 
 TEST_F(EvalCliTest, CalibrateRunsTheLayerSweepAndWritesALadder) {
