@@ -112,21 +112,6 @@ using quant_internal::Params;
 using quant_internal::QuantizeTokenGroups;
 using quant_internal::ValueRangeError;
 
-int CodingBits(ValueCoding coding) {
-  switch (coding) {
-    case ValueCoding::kInt8:
-      return 8;
-    case ValueCoding::kInt4:
-      return 4;
-    case ValueCoding::kInt3:
-      return 3;
-    case ValueCoding::kInt2:
-      return 2;
-    default:
-      return 0;
-  }
-}
-
 absl::Status ResidualRangeError() {
   return absl::InvalidArgumentError(
       "delta residual or its quantizer offset exceeds the half-float range (|x| > 65504)");
@@ -415,7 +400,7 @@ absl::StatusOr<QuantizedSection> Quantize(const QuantSpec& spec, const DeltaConf
   if (!fused_check && !AllInHalfRange(values.data(), values.size())) return ValueRangeError();
 
   const int d = shape.head_dim;
-  const float levels = static_cast<float>((1 << CodingBits(spec.coding)) - 1);
+  const float levels = static_cast<float>((1 << spec.bits()) - 1);
   const bool per_token = spec.axis == QuantAxis::kPerToken;
   const int tg = TokenGroup(spec, d);
 
@@ -590,7 +575,7 @@ absl::Status Dequantize(const QuantSpec& spec, const DeltaConfig& delta, const S
         ref_rows_total * d, ", ref params ", q.ref_params.size(), "/", 2 * ref_rows_total));
   }
   // Codes must fit the width: any code >= 2^bits has a bit at or above `bits` set.
-  const int bits = CodingBits(spec.coding);
+  const int bits = spec.bits();
   uint8_t any = 0;
   for (uint8_t c : q.main_codes) any |= c;
   if (bits < 8 && (any >> bits) != 0) {

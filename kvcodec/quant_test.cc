@@ -20,18 +20,9 @@ namespace kvcodec {
 namespace {
 
 int BitsOf(ValueCoding c) {
-  switch (c) {
-    case ValueCoding::kInt8:
-      return 8;
-    case ValueCoding::kInt4:
-      return 4;
-    case ValueCoding::kInt3:
-      return 3;
-    case ValueCoding::kInt2:
-      return 2;
-    default:
-      return 0;
-  }
+  QuantSpec spec;
+  spec.coding = c;
+  return spec.bits();
 }
 
 QuantSpec Spec(ValueCoding coding, QuantAxis axis = QuantAxis::kPerToken, int group = 0) {
