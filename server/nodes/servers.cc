@@ -86,9 +86,13 @@ absl::StatusOr<std::unique_ptr<RunningServer>> StartDecodeNode(const NodeOptions
   }
   std::set<std::string> preset_names;
   for (const auto& [name, text] : opts.presets) preset_names.insert(name);
+  // One budget for the uploads and the shadow passes (and the caller's extra services).
+  std::shared_ptr<transport::CacheBudget> budget =
+      opts.cache_budget ? opts.cache_budget : std::make_shared<transport::CacheBudget>(opts.max_cache_bytes);
   if (opts.shadow.tokens > 0) {
     shadow::ShadowOptions shadow = opts.shadow;
     shadow.metrics = running->metrics_.get();
+    shadow.cache_budget = budget;
     shadow.preset_names = preset_names;
     running->shadow_ =
         std::make_unique<shadow::ShadowRunner>(*running->model_->engine, std::move(shadow));
@@ -102,7 +106,7 @@ absl::StatusOr<std::unique_ptr<RunningServer>> StartDecodeNode(const NodeOptions
                                       .consumer = running->consumer_.get(),
                                       .metrics = running->metrics_.get(),
                                       .max_cache_bytes = opts.max_cache_bytes,
-                                      .cache_budget = opts.cache_budget,
+                                      .cache_budget = budget,
                                       .auth_token = opts.security.auth_token,
                                       .preset_names = std::move(preset_names),
                                       .upload_idle_timeout = opts.upload_idle_timeout});

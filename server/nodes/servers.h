@@ -46,8 +46,8 @@ struct NodeOptions {
   int default_max_new_tokens = 128;
   kvcodec::DecodeLimits limits;
   // Decode node only: shadow passes for the uploads that ask for one (shadow.tokens 0:
-  // none, such uploads are answered as usual). `metrics` and `preset_names` are set to
-  // the node's own.
+  // none, such uploads are answered as usual). `metrics`, `preset_names` and `cache_budget`
+  // are set to the node's own.
   shadow::ShadowOptions shadow;
   // Most bytes of rebuilt caches held at once over all uploads (0: no limit); see
   // transport::DecodeServiceOptions::max_cache_bytes. Or a budget the caller shares with the

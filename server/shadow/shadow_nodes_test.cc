@@ -383,6 +383,59 @@ TEST(ShadowSamplingTest, PrefillNodeSamplesAtItsRateAndSendsThePromptIds) {
             sampled);
 }
 
+// Regression: shadow passes held rebuilt caches (and recomputed full ones) outside the node's
+// cache budget. A pass now reserves both when submitted, is dropped when they do not fit, and
+// gives the bytes back when it ends.
+TEST(ShadowRunnerTest, PassesReserveFromTheCacheBudget) {
+  TempDir dir;
+  ASSERT_TRUE(nodes::testing::WriteTinyModel(dir.path() / "m", nodes::testing::TinyConfig(1)).ok());
+  auto engine = engine::Engine::Load({.model_dir = (dir.path() / "m").string(), .threads = 1});
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  const std::vector<int32_t> ids = {5, 6, 7, 8, 9};
+  auto prefill = (*engine)->Prefill(ids);
+  ASSERT_TRUE(prefill.ok());
+  auto codec = kvcodec::CodecConfig::Parse("plan=*:int8");
+  ASSERT_TRUE(codec.ok());
+  auto frame = kvcodec::EncodeFrame(prefill->shape, *codec, "", prefill->positions,
+                                    prefill->layer_views(), kvcodec::Selection::KeepAll(prefill->shape));
+  ASSERT_TRUE(frame.ok());
+  kvcodec::FrameInfo info;
+  auto layers = kvcodec::DecodeFrame(*frame, {}, "", &info);
+  ASSERT_TRUE(layers.ok());
+  const ShadowInput input{.request_id = "r", .preset = "int8", .shape = info.shape,
+                          .positions = info.positions, .layers = *layers, .prompt_tokens = 5,
+                          .prompt_token_ids = ids, .suffix_token_ids = {10}, .generated = {11, 12}};
+  uint64_t rebuilt = 0;
+  for (const kvcodec::DecodedLayer& l : *layers) {
+    for (const auto& b : l.keys) rebuilt += b.size();
+    for (const auto& b : l.values) rebuilt += b.size();
+  }
+  const uint64_t need = rebuilt + info.shape.num_elements() * kvcodec::DTypeSize((*engine)->cache_dtype());
+
+  auto tight = std::make_shared<transport::CacheBudget>(need - 1);
+  {
+    ShadowRunner runner(**engine, {.tokens = 2, .cache_budget = tight, .low_priority = false});
+    EXPECT_FALSE(runner.Submit(input));
+    EXPECT_EQ(tight->reserved(), 0u);
+  }
+  auto budget = std::make_shared<transport::CacheBudget>(need);
+  std::atomic<uint64_t> during{0};
+  Reports reports;
+  {
+    ShadowRunner runner(**engine, {.tokens = 2,
+                                   .cache_budget = budget,
+                                   .low_priority = false,
+                                   .on_pass_start = [&](const std::string&) { during = budget->reserved(); },
+                                   .on_pass_done = [&](const ShadowReport& r) { reports.Add(r); }});
+    EXPECT_TRUE(runner.Submit(input));
+    runner.WaitIdle();
+  }
+  EXPECT_EQ(during.load(), need);
+  EXPECT_EQ(budget->reserved(), 0u);
+  ASSERT_EQ(reports.Get().size(), 1u);
+  EXPECT_TRUE(reports.Get()[0].status.ok()) << reports.Get()[0].status;
+}
+
 TEST(MeasureShadowTest, InconsistentInputsAreInvalidArgument) {
   TempDir dir;
   ASSERT_TRUE(nodes::testing::WriteTinyModel(dir.path() / "m", nodes::testing::TinyConfig(1)).ok());

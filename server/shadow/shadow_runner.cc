@@ -31,6 +31,7 @@ struct ShadowRunner::Pass {
   std::string preset;
   Clock::time_point submitted;
   std::optional<metrics::NodeMetrics::CacheHold> hold;
+  transport::CacheReservation reservation;
 };
 
 ShadowRunner::ShadowRunner(const engine::Engine& engine, ShadowOptions options)
@@ -53,6 +54,14 @@ bool ShadowRunner::Submit(ShadowInput input) {
   auto pass = std::make_shared<Pass>();
   pass->preset = PresetLabel(input.preset);
   pass->submitted = Clock::now();
+  // The rebuilt cache it holds, and the full one MeasureShadow recomputes from the prompt.
+  const uint64_t bytes = LayerBytes(input.layers) +
+                         input.shape.num_elements() * kvcodec::DTypeSize(engine_.cache_dtype());
+  if (!transport::CacheReservation::Make(options_.cache_budget.get(), bytes, &pass->reservation).ok()) {
+    pass->input.request_id = input.request_id;
+    Dropped(*pass, "cache budget full");
+    return false;
+  }
   if (options_.metrics != nullptr) {
     pass->hold.emplace(options_.metrics->HoldCache());
     pass->hold->SetBytes(LayerBytes(input.layers));
@@ -99,6 +108,7 @@ void ShadowRunner::Run(Pass& pass) {
   pass.input.layers.clear();
   pass.input.layers.shrink_to_fit();
   pass.hold.reset();
+  pass.reservation.Reset();
   const double seconds = std::chrono::duration<double>(report.finished - report.started).count();
   nlohmann::json fields = {{"role", "decode"},
                            {"request_id", report.request_id},

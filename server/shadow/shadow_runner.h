@@ -10,11 +10,14 @@
 // worker thread at nice 19, so they compete with requests for CPU only at the lowest priority,
 // and a full queue drops the new pass (counted as outcome="dropped") rather than grow or wait.
 // Memory: at most queue_capacity + 1 rebuilt caches are held for passes (kvwire_caches_held
-// counts them), each released when its pass ends.
+// counts them), each released when its pass ends. With a cache budget (the node's, shared with
+// its requests) each pass also reserves its rebuilt cache and the full cache it recomputes when
+// it is submitted, and a pass that does not fit is dropped like one that finds the queue full.
 #pragma once
 
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <set>
 #include <string>
 
@@ -23,6 +26,7 @@
 #include "server/metrics/metrics.h"
 #include "server/shadow/dropping_queue.h"
 #include "server/shadow/shadow_pass.h"
+#include "server/transport/cache_budget.h"
 
 namespace kvwire::shadow {
 
@@ -42,6 +46,8 @@ struct ShadowOptions {
   int tokens = 16;
   // Passes that may wait while one runs; more are dropped.
   int queue_capacity = 4;
+  // The node's cache budget (null: passes are not counted against one).
+  std::shared_ptr<transport::CacheBudget> cache_budget;
   // Not owned; may be null.
   metrics::NodeMetrics* metrics = nullptr;
   // Preset names accepted as metric labels besides kvcodec's built-in ones (the node's preset
@@ -68,7 +74,7 @@ class ShadowRunner {
   int tokens() const { return options_.tokens; }
 
   // Queues a pass and returns true, or drops it (counted, logged at debug level) and returns
-  // false when the queue is full. Never waits for a pass.
+  // false when the queue is full or the cache budget has no room for it. Never waits for a pass.
   bool Submit(ShadowInput input);
   // Blocks until no pass is waiting or running.
   void WaitIdle();
