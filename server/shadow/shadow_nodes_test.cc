@@ -383,38 +383,53 @@ TEST(ShadowSamplingTest, PrefillNodeSamplesAtItsRateAndSendsThePromptIds) {
             sampled);
 }
 
+// A one-layer tiny model and the shadow input of a 5-token prompt whose cache went through
+// `codec`: the ids, suffix and generated tokens agree with the cache.
+class TinyShadowTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(nodes::testing::WriteTinyModel(dir_.path() / "m", nodes::testing::TinyConfig(1)).ok());
+    auto engine = engine::Engine::Load({.model_dir = (dir_.path() / "m").string(), .threads = 1});
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    engine_ = *std::move(engine);
+  }
+
+  ShadowInput Input(std::string_view codec_text) {
+    const std::vector<int32_t> ids = {5, 6, 7, 8, 9};
+    auto prefill = engine_->Prefill(ids);
+    EXPECT_TRUE(prefill.ok());
+    auto codec = kvcodec::CodecConfig::Parse(codec_text);
+    EXPECT_TRUE(codec.ok());
+    auto frame = kvcodec::EncodeFrame(prefill->shape, *codec, "", prefill->positions,
+                                      prefill->layer_views(), kvcodec::Selection::KeepAll(prefill->shape));
+    EXPECT_TRUE(frame.ok());
+    kvcodec::FrameInfo info;
+    auto layers = kvcodec::DecodeFrame(*frame, {}, "", &info);
+    EXPECT_TRUE(layers.ok());
+    return ShadowInput{.request_id = "r", .preset = "p", .shape = info.shape,
+                       .positions = info.positions, .layers = *layers, .prompt_tokens = 5,
+                       .prompt_token_ids = ids, .suffix_token_ids = {10}, .generated = {11, 12}};
+  }
+
+  TempDir dir_;
+  std::unique_ptr<engine::Engine> engine_;
+};
+
 // Regression: shadow passes held rebuilt caches (and recomputed full ones) outside the node's
 // cache budget. A pass now reserves both when submitted, is dropped when they do not fit, and
 // gives the bytes back when it ends.
-TEST(ShadowRunnerTest, PassesReserveFromTheCacheBudget) {
-  TempDir dir;
-  ASSERT_TRUE(nodes::testing::WriteTinyModel(dir.path() / "m", nodes::testing::TinyConfig(1)).ok());
-  auto engine = engine::Engine::Load({.model_dir = (dir.path() / "m").string(), .threads = 1});
-  ASSERT_TRUE(engine.ok()) << engine.status();
-  const std::vector<int32_t> ids = {5, 6, 7, 8, 9};
-  auto prefill = (*engine)->Prefill(ids);
-  ASSERT_TRUE(prefill.ok());
-  auto codec = kvcodec::CodecConfig::Parse("plan=*:int8");
-  ASSERT_TRUE(codec.ok());
-  auto frame = kvcodec::EncodeFrame(prefill->shape, *codec, "", prefill->positions,
-                                    prefill->layer_views(), kvcodec::Selection::KeepAll(prefill->shape));
-  ASSERT_TRUE(frame.ok());
-  kvcodec::FrameInfo info;
-  auto layers = kvcodec::DecodeFrame(*frame, {}, "", &info);
-  ASSERT_TRUE(layers.ok());
-  const ShadowInput input{.request_id = "r", .preset = "int8", .shape = info.shape,
-                          .positions = info.positions, .layers = *layers, .prompt_tokens = 5,
-                          .prompt_token_ids = ids, .suffix_token_ids = {10}, .generated = {11, 12}};
+TEST_F(TinyShadowTest, PassesReserveFromTheCacheBudget) {
+  const ShadowInput input = Input("plan=*:int8");
   uint64_t rebuilt = 0;
-  for (const kvcodec::DecodedLayer& l : *layers) {
+  for (const kvcodec::DecodedLayer& l : input.layers) {
     for (const auto& b : l.keys) rebuilt += b.size();
     for (const auto& b : l.values) rebuilt += b.size();
   }
-  const uint64_t need = rebuilt + info.shape.num_elements() * kvcodec::DTypeSize((*engine)->cache_dtype());
+  const uint64_t need = rebuilt + input.shape.num_elements() * kvcodec::DTypeSize(engine_->cache_dtype());
 
   auto tight = std::make_shared<transport::CacheBudget>(need - 1);
   {
-    ShadowRunner runner(**engine, {.tokens = 2, .cache_budget = tight, .low_priority = false});
+    ShadowRunner runner(*engine_, {.tokens = 2, .cache_budget = tight, .low_priority = false});
     EXPECT_FALSE(runner.Submit(input));
     EXPECT_EQ(tight->reserved(), 0u);
   }
@@ -422,7 +437,7 @@ TEST(ShadowRunnerTest, PassesReserveFromTheCacheBudget) {
   std::atomic<uint64_t> during{0};
   Reports reports;
   {
-    ShadowRunner runner(**engine, {.tokens = 2,
+    ShadowRunner runner(*engine_, {.tokens = 2,
                                    .cache_budget = budget,
                                    .low_priority = false,
                                    .on_pass_start = [&](const std::string&) { during = budget->reserved(); },
@@ -436,32 +451,15 @@ TEST(ShadowRunnerTest, PassesReserveFromTheCacheBudget) {
   EXPECT_TRUE(reports.Get()[0].status.ok()) << reports.Get()[0].status;
 }
 
-TEST(MeasureShadowTest, InconsistentInputsAreInvalidArgument) {
-  TempDir dir;
-  ASSERT_TRUE(nodes::testing::WriteTinyModel(dir.path() / "m", nodes::testing::TinyConfig(1)).ok());
-  auto engine = engine::Engine::Load({.model_dir = (dir.path() / "m").string(), .threads = 1});
-  ASSERT_TRUE(engine.ok()) << engine.status();
-  const std::vector<int32_t> ids = {5, 6, 7, 8, 9};
-  auto prefill = (*engine)->Prefill(ids);
-  ASSERT_TRUE(prefill.ok());
-  auto codec = kvcodec::CodecConfig::Parse("plan=*:raw");
-  ASSERT_TRUE(codec.ok());
-  auto frame = kvcodec::EncodeFrame(prefill->shape, *codec, "", prefill->positions,
-                                    prefill->layer_views(), kvcodec::Selection::KeepAll(prefill->shape));
-  ASSERT_TRUE(frame.ok());
-  kvcodec::FrameInfo info;
-  auto layers = kvcodec::DecodeFrame(*frame, {}, "", &info);
-  ASSERT_TRUE(layers.ok());
-  ShadowInput good{.shape = info.shape, .positions = info.positions, .layers = *layers,
-                   .prompt_tokens = 5, .prompt_token_ids = ids, .suffix_token_ids = {10},
-                   .generated = {11, 12}};
-  auto ok = MeasureShadow(**engine, good, 4);
+TEST_F(TinyShadowTest, MeasureShadowRefusesInconsistentInputs) {
+  const ShadowInput good = Input("plan=*:raw");
+  auto ok = MeasureShadow(*engine_, good, 4);
   ASSERT_TRUE(ok.ok()) << ok.status();
   EXPECT_EQ(ok->fidelity.steps, 2);  // min(N, generated)
   EXPECT_EQ(ok->fidelity.kl_sum, 0.0);
 
   auto expect_invalid = [&](ShadowInput in, int steps) {
-    EXPECT_EQ(MeasureShadow(**engine, in, steps).status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(MeasureShadow(*engine_, in, steps).status().code(), absl::StatusCode::kInvalidArgument);
   };
   expect_invalid(good, 0);
   ShadowInput bad = good;
