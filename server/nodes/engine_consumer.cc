@@ -64,8 +64,8 @@ kvwire::v1::FinishReason ToFinishReason(const std::string& reason) {
 EngineConsumer::EngineConsumer(const NodeModel& model, EngineConsumerOptions options)
     : model_(model), options_(options) {}
 
-absl::Status EngineConsumer::CheckUpload(const kvcodec::FrameInfo& info,
-                                         const kvwire::v1::UploadHeader& header) const {
+absl::StatusOr<engine::GenerateOptions> EngineConsumer::CheckedOptions(
+    const kvcodec::FrameInfo& info, const kvwire::v1::UploadHeader& header) const {
   auto options = ToGenerateOptions(header.options(), options_.default_max_new_tokens);
   if (!options.ok()) return options.status();
   if (header.suffix_token_ids().empty()) {
@@ -100,15 +100,19 @@ absl::Status EngineConsumer::CheckUpload(const kvcodec::FrameInfo& info,
                                                    " tokens exceeds the model's max_position_embeddings ",
                                                    max_positions));
   }
-  return absl::OkStatus();
+  return options;
+}
+
+absl::Status EngineConsumer::CheckUpload(const kvcodec::FrameInfo& info,
+                                         const kvwire::v1::UploadHeader& header) const {
+  return CheckedOptions(info, header).status();
 }
 
 absl::StatusOr<kvwire::v1::GenerateReply> EngineConsumer::Consume(
     const kvcodec::FrameInfo& info, std::vector<kvcodec::DecodedLayer> layers,
     const kvwire::v1::UploadHeader& header, const transport::Interrupt& interrupt) {
   const Clock::time_point start = Clock::now();
-  if (absl::Status s = CheckUpload(info, header); !s.ok()) return s;
-  auto options = ToGenerateOptions(header.options(), options_.default_max_new_tokens);
+  auto options = CheckedOptions(info, header);
   if (!options.ok()) return options.status();
   const engine::Engine& engine = *model_.engine;
   const int64_t max_positions = engine.config().max_position_embeddings;

@@ -79,6 +79,9 @@ class EngineConsumer final : public transport::CacheConsumer {
                                                     const transport::Interrupt& interrupt) override;
 
  private:
+  // CheckUpload's checks; on success the request's generation options.
+  absl::StatusOr<engine::GenerateOptions> CheckedOptions(const kvcodec::FrameInfo& info,
+                                                         const kvwire::v1::UploadHeader& header) const;
   void SubmitShadow(const kvcodec::FrameInfo& info, std::vector<kvcodec::DecodedLayer> layers,
                     const kvwire::v1::UploadHeader& header,
                     const std::vector<int32_t>& generated) const;
